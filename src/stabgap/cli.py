@@ -1,0 +1,160 @@
+"""`python -m stabgap <command>`: the entry points the Snakemake rules call, plus `run` for one run by hand.
+
+Each command reads explicit inputs and writes its outputs atomically; the rules pass every
+setting that determines a result as an argument, so Snakemake reruns exactly what a config change touches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"error: not valid JSON: {text!r} ({err})")
+
+
+def cmd_data(a) -> None:
+    from .datasets import build_canonical
+
+    build_canonical(a.builder, a.out, source_dir=a.source_dir, **_json(a.options))
+    print(f"wrote {a.out}")
+
+
+def cmd_stream(a) -> None:
+    from .streams import build_stream_file
+
+    stream = build_stream_file(a.benchmark, a.data, a.out, _json(a.params))
+    sizes = stream.task_sizes("train"), stream.task_sizes("test")
+    print(f"wrote {a.out}: {stream.n_tasks} tasks, train sizes {sizes[0]}, test sizes {sizes[1]}")
+
+
+def cmd_train(a) -> None:
+    from .train import train_and_save
+
+    summary = train_and_save(_json(a.run), a.stream, a.out_dir)
+    print(f"wrote {a.out_dir}/log.parquet ({summary['iterations']} iterations in {summary['train_seconds']} s, "
+          f"device {summary['device']}, diverged: {summary['diverged']})")
+
+
+def cmd_metrics(a) -> None:
+    import pandas as pd
+
+    from .datasets import atomic_write_text
+    from .metrics import run_metrics
+
+    result = run_metrics(pd.read_parquet(a.log))
+    atomic_write_text(a.out, json.dumps(result, indent=1, allow_nan=False))
+    print(f"wrote {a.out}")
+
+
+def cmd_tables(a) -> None:
+    from .tables import write_tables
+
+    for path in write_tables(a.runs, a.out_dir, ddof=a.ddof, v1_layout=a.v1_layout):
+        print(f"wrote {path}")
+
+
+def cmd_figure(a) -> None:
+    from .figures import plot_task1_curves
+
+    for path in plot_task1_curves(a.runs, a.benchmarks, a.out, a.title):
+        print(f"wrote {path}")
+
+
+def cmd_run(a) -> None:
+    """One benchmark × method × seed outside Snakemake, building its data and stream if missing."""
+    from .config import data_root, load_config, run_config
+    from .datasets import build_canonical
+    from .streams import build_stream_file
+    from .train import train_and_save
+
+    config = load_config(a.config)
+    for key, name in (("benchmarks", a.benchmark), ("methods", a.method)):
+        if name not in config[key]:
+            raise SystemExit(f"error: {key[:-1]} {name!r} is not in {a.config} (there: {', '.join(config[key])})")
+    results = Path(config["results"])
+    bench = config["benchmarks"][a.benchmark]
+    ds = dict(config["datasets"][bench["dataset"]])
+    data_path = results / "data" / f"{bench['dataset']}.pt"
+    if not data_path.exists():
+        build_canonical(ds.pop("builder"), data_path, source_dir=str(Path(data_root(config)) / bench["dataset"]), **ds)
+    stream_path = results / "streams" / f"{a.benchmark}.pt"
+    if not stream_path.exists():
+        build_stream_file(a.benchmark, data_path, stream_path, bench["stream"])
+    out_dir = Path(a.out) if a.out else results / "runs" / a.benchmark / a.method / f"seed{a.seed}"
+    run = run_config(config, a.benchmark, a.method, a.seed)
+    summary = train_and_save(run, stream_path, out_dir)
+    print(f"log: {out_dir / 'log.parquet'}\nsummary: {out_dir / 'summary.json'}\n"
+          f"{summary['iterations']} iterations in {summary['train_seconds']} s on {summary['device']}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="stabgap", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("data", help="raw dataset -> canonical tensor file + manifest")
+    s.add_argument("--builder", required=True)
+    s.add_argument("--source-dir", default=None, help="folder of the raw files (the data_root's dataset folder)")
+    s.add_argument("--options", default="{}", help="builder options as JSON")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_data)
+
+    s = sub.add_parser("stream", help="canonical data -> a benchmark's task stream")
+    s.add_argument("--benchmark", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--params", default="{}", help="context-layout parameters as JSON")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_stream)
+
+    s = sub.add_parser("train", help="one run: log.parquet + summary.json")
+    s.add_argument("--run", required=True, help="the resolved run settings as JSON (stabgap.config.run_config)")
+    s.add_argument("--stream", required=True)
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("metrics", help="a run's log -> metrics.json (both families)")
+    s.add_argument("--log", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_metrics)
+
+    s = sub.add_parser("tables", help="run folders -> Table 1 and Table 2 (CSV, Markdown, LaTeX)")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--ddof", type=int, default=0)
+    s.add_argument("--v1-layout", action="store_true")
+    s.add_argument("runs", nargs="+", help="run folders")
+    s.set_defaults(func=cmd_tables)
+
+    s = sub.add_parser("figure", help="run folders -> a task-1 curve figure (PDF and PNG)")
+    s.add_argument("--benchmarks", nargs="+", required=True)
+    s.add_argument("--title", default="")
+    s.add_argument("--out", required=True, help="output path without extension")
+    s.add_argument("runs", nargs="+")
+    s.set_defaults(func=cmd_figure)
+
+    s = sub.add_parser("run", help="one benchmark × method × seed by hand, outside Snakemake")
+    s.add_argument("--config", default="config.yaml")
+    s.add_argument("--benchmark", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--out", default=None, help="output folder (default: <results>/runs/<benchmark>/<method>/seed<seed>)")
+    s.set_defaults(func=cmd_run)
+
+    args = p.parse_args(argv)
+    try:
+        args.func(args)
+    except Exception as err:  # one clear line for the user, the traceback in the log above it
+        import traceback
+
+        traceback.print_exc()
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

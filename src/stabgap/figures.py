@@ -1,0 +1,108 @@
+"""Figures of SPEC §7 from finished runs (matplotlib; figures never train).
+
+Common style: seed-mean line with a ±1 std band (alpha 0.3), x = iteration, vertical lines at every
+context switch with "Task k" under each stage, legend on top, one fixed colour per method.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .tables import METHOD_LABELS  # noqa: E402
+
+COLORS = {"adam": "mediumseagreen", "msgd": "royalblue", "ngm": "darkorange", "sgd": "dimgray",
+          "fixed_gain": "goldenrod", "entropy_lr": "crimson", "msgd_reset": "lightsteelblue",
+          "adam_reset": "darkseagreen", "gain_bump": "peru"}
+BENCHMARK_TITLES = {"split_mnist": "Split MNIST", "permuted_mnist": "Permuted MNIST", "rotated_mnist": "Rotated MNIST",
+                    "split_cifar10": "Split CIFAR-10", "domain_cifar100_v1": "Domain CIFAR-100 (v1)",
+                    "domain_cifar100_v2": "Domain CIFAR-100 (v2)", "split_miniimagenet": "Split mini-ImageNet"}
+PLOT_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 9,
+              "axes.spines.top": False, "axes.spines.right": False}
+
+
+def task1_frame(run_dirs) -> pd.DataFrame:
+    """Per run and iteration: task-1 accuracy and loss, and the output layer's mean gain."""
+    frames = []
+    for d in map(Path, run_dirs):
+        summary = json.loads((d / "summary.json").read_text())
+        log = pd.read_parquet(d / "log.parquet")
+        gain_col = [c for c in log.columns if c.startswith("gain_")][-1]  # the output layer / head
+        t1 = log[(log.split == "test") & (log.task == 1)][["iteration", "accuracy", "loss", gain_col]]
+        t1 = t1.rename(columns={gain_col: "gain"})
+        frames.append(t1.assign(benchmark=summary["benchmark"], method=summary["method"], seed=summary["seed"],
+                                iters_per_context=summary["run"]["iters_per_context"],
+                                n_contexts=summary["n_contexts"]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _band(ax, df: pd.DataFrame, column: str, method: str) -> None:
+    stats = df.groupby("iteration")[column].agg(["mean", "std"])  # std over seeds (ddof=1)
+    x, m, s = stats.index.to_numpy(), stats["mean"].to_numpy(), stats["std"].fillna(0.0).to_numpy()
+    color = COLORS.get(method)
+    ax.plot(x, m, color=color, lw=1.0, label=METHOD_LABELS.get(method, method))
+    ax.fill_between(x, m - s, m + s, color=color, alpha=0.3, lw=0)
+
+
+def _context_marks(ax, iters_per_context: int, n_contexts: int, label: bool) -> None:
+    for k in range(1, n_contexts):
+        ax.axvline(k * iters_per_context, color="black", lw=0.6, ls="--", alpha=0.6)
+    if label:
+        for k in range(n_contexts):
+            ax.text((k + 0.5) * iters_per_context, -0.16, f"Task {k + 1}", transform=ax.get_xaxis_transform(),
+                    ha="center", va="top", fontsize=8)
+
+
+def plot_task1_curves(run_dirs, benchmarks: list[str], out_stem: str | Path, title: str) -> list[Path]:
+    """Figures 2 and 3: rows task-1 accuracy, task-1 loss, NGM-SGD's output gain; one column per benchmark."""
+    data = task1_frame(run_dirs)
+    benchmarks = [b for b in benchmarks if b in set(data.benchmark)]
+    if not benchmarks:
+        raise ValueError(f"none of the runs belongs to the benchmarks asked for ({title})")
+    rows = [("accuracy", "Task-1 accuracy (%)"), ("loss", "Task-1 loss (cross-entropy)"),
+            ("gain", "NGM-SGD output gain")]
+    with plt.rc_context(PLOT_STYLE):
+        fig, axes = plt.subplots(len(rows), len(benchmarks), figsize=(3.6 * len(benchmarks), 7.2), squeeze=False,
+                                 sharex="col")
+        for c, bench in enumerate(benchmarks):
+            sub = data[data.benchmark == bench]
+            I, n = int(sub.iters_per_context.iloc[0]), int(sub.n_contexts.iloc[0])
+            for r, (col, ylabel) in enumerate(rows):
+                ax = axes[r, c]
+                methods = ["ngm"] if col == "gain" else list(dict.fromkeys(sub.method))
+                for method in methods:
+                    if method in set(sub.method):
+                        _band(ax, sub[sub.method == method], col, method)
+                _context_marks(ax, I, n, label=r == len(rows) - 1)
+                if c == 0:
+                    ax.set_ylabel(ylabel)
+                if r == 0:
+                    ax.set_title(BENCHMARK_TITLES.get(bench, bench))
+                ax.set_xlim(0, I * n)
+            axes[-1, c].set_xlabel("Training iteration", labelpad=14)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.0))
+        fig.suptitle(title, y=1.04)
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
+        return _save(fig, out_stem)
+
+
+def _save(fig, out_stem) -> list[Path]:
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext, kwargs in (("pdf", {"metadata": {"CreationDate": None}}), ("png", {"dpi": 150})):
+        path = out_stem.with_suffix(f".{ext}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, format=ext, bbox_inches="tight", **kwargs)
+        tmp.replace(path)
+        paths.append(path)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,112 @@
+"""The paper's idea in one file: noradrenergic gain modulation (SPEC §2).
+
+A modulated layer computes z = g ⊙ (x Wᵀ) + b with one gain per output neuron. The gain is state,
+not a trainable parameter. At the start of every training-mode forward pass it moves by
+
+    g <- γ·g + (1 − γ)·g0 + drive
+
+where the drive of NGM-SGD is η·H, H being the batch-mean softmax entropy of the PREVIOUS training
+forward (H = 0 before the first iteration, so the first pass uses g = g0). Evaluation-mode forwards
+never move g. The fixed point for a constant entropy H̄ is g* = g0 + η·H̄/(1 − γ).
+
+`GainControl` holds the dynamics shared by all modulated layers of one network (γ, η, g0, the
+kept entropy H); `GainLinear` holds a layer's gain vector. The network calls `GainControl.step`
+once at the start of each training forward, and `GainControl.observe` on that forward's logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GAIN_MODES = ("frozen", "entropy", "bump")
+
+
+def gain_update(g: torch.Tensor, g0: float, gamma: float, drive) -> torch.Tensor:
+    """One step of the gain recursion: γ·g + (1 − γ)·g0 + drive."""
+    return gamma * g + (1.0 - gamma) * g0 + drive
+
+
+def fixed_point(g0: float, gamma: float, eta: float, entropy: float) -> float:
+    """g* = g0 + η·H̄/(1 − γ): where the recursion settles for a constant entropy H̄."""
+    return g0 + eta * entropy / (1.0 - gamma)
+
+
+def batch_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the Shannon entropy (natural log) of the softmax over ALL outputs."""
+    logp = F.log_softmax(logits.detach().float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1).mean()
+
+
+class GainControl(nn.Module):
+    """Gain dynamics shared by the modulated layers of one network.
+
+    mode "frozen": g stays at g0 (the baselines, and the fixed-gain variant with its own g0).
+    mode "entropy": NGM-SGD, drive = η·H of the previous training forward.
+    mode "bump": the oracle "gain bump" seen in the authors' results (assumed from its trace):
+        drive = bump·[first iteration of a context]; the training loop calls `pulse()`.
+    """
+
+    def __init__(self, mode: str = "frozen", g0: float = 1.0, gamma: float = 0.0, eta: float = 0.0,
+                 bump: float = 0.0):
+        super().__init__()
+        if mode not in GAIN_MODES:
+            raise ValueError(f"unknown gain mode {mode!r}; known: {', '.join(GAIN_MODES)}")
+        if not 0.0 <= gamma < 1.0:
+            raise ValueError(f"gain gamma must lie in [0, 1), got {gamma}")
+        self.mode, self.g0, self.gamma, self.eta, self.bump = mode, float(g0), float(gamma), float(eta), float(bump)
+        self.layers: list[GainLinear] = []
+        # Kept entropy of the last training forward; a buffer so that checkpoints carry it.
+        self.register_buffer("entropy", torch.zeros(()))
+        self.register_buffer("pending_pulse", torch.zeros(()))
+
+    def attach(self, layer: "GainLinear") -> None:
+        layer.gain.fill_(self.g0)
+        self.layers.append(layer)
+
+    def pulse(self) -> None:
+        """Mark the next training forward as the first iteration of a context (mode "bump")."""
+        self.pending_pulse.fill_(1.0)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Gain update at the start of a training-mode forward pass."""
+        if self.mode == "frozen":
+            return
+        if self.mode == "entropy":
+            drive = self.eta * self.entropy
+        else:
+            drive = self.bump * self.pending_pulse
+            self.pending_pulse.zero_()
+        for layer in self.layers:
+            layer.gain.copy_(gain_update(layer.gain, self.g0, self.gamma, drive))
+
+    @torch.no_grad()
+    def observe(self, logits: torch.Tensor) -> None:
+        """Keep this training forward's entropy for the next gain update (and for logging)."""
+        self.entropy.copy_(batch_entropy(logits))
+
+
+class GainLinear(nn.Linear):
+    """nn.Linear with a per-output-neuron gain: z = g ⊙ (x Wᵀ) + b."""
+
+    def __init__(self, in_features: int, out_features: int, weight_std: float):
+        super().__init__(in_features, out_features, bias=True)
+        self.register_buffer("gain", torch.ones(out_features))
+        with torch.no_grad():
+            self.weight.normal_(0.0, weight_std)
+            self.bias.zero_()
+        # Biases exist but stay at zero: they are never trained (SPEC §3).
+        self.bias.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight) * self.gain + self.bias
+
+    def mean_gain(self) -> torch.Tensor:
+        return self.gain.mean()
+
+
+def lr_multiplier_update(m: float, gamma: float, eta: float, entropy: float) -> float:
+    """Entropy-LR variant (assumed, SPEC §4): the same recursion drives a learning-rate multiplier."""
+    return float(gain_update(m, 1.0, gamma, eta * entropy))

@@ -1,0 +1,122 @@
+"""Method registry (SPEC §2-§4): one entry per method, selected by name from the config.
+
+A method is its optimizer, its gain dynamics and its reaction to a context switch. The fields of a
+`Method` are the defaults; `config.yaml` may override any of them per method (`resolve_method`).
+Adding a method is one `register(Method(...))` call here plus its name in the config.
+
+Parameter groups: every network splits its trainable parameters into the weights of its
+gain-modulated layers and the rest (nets.GainNet.parameter_groups). On the MLP every layer is
+modulated; on the ResNet only the head. `momentum` applies to the rest; `modulated_momentum`
+(None = same as `momentum`) to the modulated weights. So NGM-SGD is momentum 0.9 on the ResNet
+backbone and plain SGD on its head, and plain SGD everywhere on the MLP (SPEC §2, §3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from .gain import GainControl
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    optimizer: str = "sgd"  # "sgd" or "adam"
+    lr: float = 0.01
+    momentum: float = 0.0
+    modulated_momentum: float | None = None
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    gain: str = "frozen"  # "frozen", "entropy" or "bump" (gain.GainControl)
+    g0: float = 1.0
+    gamma: float = 0.0
+    eta: float | None = None  # None: the benchmark's η (SPEC §5 table)
+    bump: float = 0.0
+    lr_drive: bool = False  # Entropy-LR: the gain recursion drives an lr multiplier instead
+    reset_on_switch: bool = False  # oracle: clear the optimizer state at every context switch
+
+    def gain_control(self, benchmark_eta: float) -> GainControl:
+        if self.gain == "entropy":
+            return GainControl("entropy", g0=self.g0, gamma=self.gamma, eta=self.eta_or(benchmark_eta))
+        if self.gain == "bump":
+            return GainControl("bump", g0=self.g0, gamma=self.gamma, bump=self.bump)
+        return GainControl("frozen", g0=self.g0)
+
+    def eta_or(self, benchmark_eta: float) -> float:
+        return benchmark_eta if self.eta is None else self.eta
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} is registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+register(Method("sgd", "SGD, no momentum; gain frozen at 1"))
+register(Method("msgd", "SGD with momentum 0.9 (no Nesterov); gain frozen at 1", momentum=0.9))
+register(Method("adam", "Adam (0.9, 0.999, 1e-8); gain frozen at 1", optimizer="adam"))
+register(Method("ngm", "NGM-SGD: entropy-driven gain; plain SGD on modulated weights, momentum 0.9 elsewhere",
+                momentum=0.9, modulated_momentum=0.0, gain="entropy", gamma=0.9))
+# Variants named in later versions of the paper; their definitions are assumed (SPEC §4).
+register(Method("fixed_gain", "NGM-SGD's optimizer with the gain held at a constant g0 (no entropy drive)",
+                momentum=0.9, modulated_momentum=0.0))
+register(Method("entropy_lr", "NGM-SGD's optimizer; the γ/η entropy recursion drives an lr multiplier",
+                momentum=0.9, modulated_momentum=0.0, gamma=0.9, lr_drive=True))
+register(Method("msgd_reset", "MSGD with its state cleared at every context switch (oracle)",
+                momentum=0.9, reset_on_switch=True))
+register(Method("adam_reset", "Adam with its state cleared at every context switch (oracle)",
+                optimizer="adam", reset_on_switch=True))
+register(Method("gain_bump", "oracle gain bump at the first iteration of each context, no entropy drive",
+                momentum=0.9, modulated_momentum=0.0, gain="bump", gamma=0.99, bump=0.99))
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}") from None
+
+
+def resolve_method(name: str, overrides: dict | None = None) -> Method:
+    """The registered method `name` with the config's settings applied on top of its defaults."""
+    method = get_method(name)
+    overrides = dict(overrides or {})
+    fields = {f.name for f in dataclasses.fields(Method)} - {"name", "description"}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"method {name!r}: unknown setting(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(sorted(fields))}")
+    method = dataclasses.replace(method, **overrides)
+    if method.optimizer not in ("sgd", "adam"):
+        raise ValueError(f"method {name!r}: optimizer must be 'sgd' or 'adam', got {method.optimizer!r}")
+    if not method.lr > 0:
+        raise ValueError(f"method {name!r}: lr must be > 0, got {method.lr}")
+    if not 0.0 <= method.gamma < 1.0:
+        raise ValueError(f"method {name!r}: gamma must lie in [0, 1), got {method.gamma}")
+    return method
+
+
+def make_optimizer(method: Method, net) -> torch.optim.Optimizer:
+    """The optimizer over the network's trainable weights (never the gains or the untrained biases)."""
+    modulated, rest = net.parameter_groups()
+    if method.optimizer == "adam":
+        params = [p for p in modulated + rest]
+        return torch.optim.Adam(params, lr=method.lr, betas=(method.beta1, method.beta2), eps=method.eps)
+    mod_momentum = method.momentum if method.modulated_momentum is None else method.modulated_momentum
+    groups = [{"params": modulated, "momentum": mod_momentum}, {"params": rest, "momentum": method.momentum}]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.SGD(groups, lr=method.lr, momentum=0.0)
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Oracle reset at a context switch: momentum buffers, Adam moments and step counts are dropped."""
+    optimizer.state.clear()

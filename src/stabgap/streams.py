@@ -1,0 +1,228 @@
+"""Benchmark registry and task streams (SPEC §5).
+
+A task stream is a sequence of tasks; task j is the data introduced in context j, and context k
+trains on the union of tasks 1..k. A `Stream` stores the training images of all tasks
+concatenated in task order, so the union of contexts 1..k is simply the prefix
+`train_x[:train_offsets[k]]`; the test images likewise (`test_offsets`). Images stay uint8 after
+the geometric transform (rotation and permutation are exact in uint8); normalisation happens on the
+run's device inside the training loop.
+
+Adding a benchmark is one `register(Benchmark(...))` call with a `contexts` function that returns,
+per task, the canonical train/test indices and the transform to apply (see `_split_mnist`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .datasets import CanonicalData, DataError, atomic_write_bytes, load_canonical
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    kind: str  # "class-incremental" or "domain-incremental"
+    net: str  # nets.build_net name
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    contexts: Callable[..., list[dict]]  # (train_y, test_y, **params) -> one dict per task
+    augment: str | None = None  # "cifar": random crop 32 pad 4 + horizontal flip on training batches
+    description: str = ""
+
+
+@dataclass
+class Stream:
+    benchmark: str
+    train_x: torch.Tensor  # uint8, all tasks concatenated in task order
+    train_y: torch.Tensor  # int64
+    train_offsets: list[int]  # task j is train_x[offsets[j-1]:offsets[j]]
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    test_offsets: list[int]
+    spec: dict = field(default_factory=dict)  # JSON-able description: contexts, classes, angles, ...
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.train_offsets) - 1
+
+    def task_sizes(self, split: str) -> list[int]:
+        off = self.train_offsets if split == "train" else self.test_offsets
+        return [b - a for a, b in zip(off[:-1], off[1:])]
+
+
+BENCHMARKS: dict[str, Benchmark] = {}
+
+
+def register(benchmark: Benchmark) -> Benchmark:
+    if benchmark.name in BENCHMARKS:
+        raise ValueError(f"benchmark {benchmark.name!r} is registered twice")
+    BENCHMARKS[benchmark.name] = benchmark
+    return benchmark
+
+
+def get_benchmark(name: str) -> Benchmark:
+    try:
+        return BENCHMARKS[name]
+    except KeyError:
+        raise ValueError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}") from None
+
+
+# ---------------------------------------------------------------- transforms (applied once, uint8)
+
+def rotate_images(images: np.ndarray, angle: float) -> np.ndarray:
+    """PIL's rotate: about the centre, counter-clockwise for positive angles, nearest neighbour,
+    no expansion, fill 0 (SPEC §5)."""
+    if angle % 360 == 0:
+        return images.copy()
+    from PIL import Image
+
+    out = np.empty_like(images)
+    for i, img in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(img).rotate(angle, resample=Image.NEAREST, expand=False, fillcolor=0))
+    return out
+
+
+def permute_images(images: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """new = old[P] on the raw row-major pixels (SPEC §5)."""
+    flat = images.reshape(len(images), -1)
+    return flat[:, perm].reshape(images.shape)
+
+
+def mnist_permutations(n_contexts: int, seed: int = 42, n_pixels: int = 784) -> list[np.ndarray | None]:
+    """Identity for context 1, then successive RandomState(seed).permutation draws P1, P2, ..."""
+    rs = np.random.RandomState(seed)
+    return [None] + [rs.permutation(n_pixels) for _ in range(n_contexts - 1)]
+
+
+# ---------------------------------------------------------------- context layouts
+
+def _class_split(train_y, test_y, classes: list[list[int]]) -> list[dict]:
+    tasks = []
+    for cls in classes:
+        tasks.append({
+            "classes": [int(c) for c in cls],
+            "train_idx": np.flatnonzero(np.isin(train_y, cls)),
+            "test_idx": np.flatnonzero(np.isin(test_y, cls)),
+        })
+    return tasks
+
+
+def _split_mnist(train_y, test_y, classes=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))) -> list[dict]:
+    return _class_split(train_y, test_y, [list(c) for c in classes])
+
+
+def _permuted_mnist(train_y, test_y, n_contexts: int = 3, permutation_seed: int = 42) -> list[dict]:
+    perms = mnist_permutations(n_contexts, permutation_seed)
+    return [{"permutation": p, "train_idx": np.arange(len(train_y)), "test_idx": np.arange(len(test_y))}
+            for p in perms]
+
+
+def _rotated_mnist(train_y, test_y, angles=(0, 80, 160)) -> list[dict]:
+    return [{"angle": float(a), "train_idx": np.arange(len(train_y)), "test_idx": np.arange(len(test_y))}
+            for a in angles]
+
+
+register(Benchmark("split_mnist", "class-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _split_mnist,
+                   description="5 contexts adding class pairs {0,1}, {2,3}, ..."))
+register(Benchmark("permuted_mnist", "domain-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _permuted_mnist,
+                   description="identity, then fixed pixel permutations P1, P2 (RandomState(42))"))
+register(Benchmark("rotated_mnist", "domain-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _rotated_mnist,
+                   description="rotations by 0°, 80°, 160°"))
+
+
+# ---------------------------------------------------------------- building, saving, loading
+
+def _apply(images: np.ndarray, task: dict) -> np.ndarray:
+    if task.get("angle") is not None:
+        return rotate_images(images, task["angle"])
+    if task.get("permutation") is not None:
+        return permute_images(images, task["permutation"])
+    return images
+
+
+def build_stream(benchmark: str, data: CanonicalData, params: dict | None = None) -> Stream:
+    """Materialise a benchmark's task stream from a canonical dataset (datasets.load_canonical)."""
+    bench = get_benchmark(benchmark)
+    train_x, train_y = data.train_x.numpy(), data.train_y.numpy()
+    test_x, test_y = data.test_x.numpy(), data.test_y.numpy()
+    try:
+        tasks = bench.contexts(train_y, test_y, **(params or {}))
+    except TypeError as err:
+        raise ValueError(f"benchmark {benchmark!r}: bad stream parameters {params}: {err}") from None
+    xs, ys, txs, tys, spec_tasks = [], [], [], [], []
+    for j, task in enumerate(tasks, start=1):
+        xs.append(_apply(train_x[task["train_idx"]], task))
+        ys.append(train_y[task["train_idx"]])
+        txs.append(_apply(test_x[task["test_idx"]], task))
+        tys.append(test_y[task["test_idx"]])
+        entry = {"task": j, "n_train": int(len(task["train_idx"])), "n_test": int(len(task["test_idx"])),
+                 "train_idx_sha256": _sha(task["train_idx"]), "test_idx_sha256": _sha(task["test_idx"]),
+                 "train_classes": sorted(int(c) for c in np.unique(ys[-1]))}
+        for key in ("classes", "angle"):
+            if key in task:
+                entry[key] = task[key]
+        if task.get("permutation") is not None:
+            entry["permutation"] = [int(v) for v in task["permutation"]]
+        spec_tasks.append(entry)
+    spec = {"benchmark": benchmark, "kind": bench.kind, "net": bench.net, "num_classes": bench.num_classes,
+            "mean": list(bench.mean), "std": list(bench.std), "augment": bench.augment,
+            "params": params or {}, "dataset": data.name, "tasks": spec_tasks}
+    return Stream(benchmark, torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)),
+                  _offsets(xs), torch.from_numpy(np.concatenate(txs)), torch.from_numpy(np.concatenate(tys)),
+                  _offsets(txs), spec)
+
+
+def _offsets(parts) -> list[int]:
+    return [0] + np.cumsum([len(p) for p in parts]).tolist()
+
+
+def _sha(idx: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()
+
+
+def save_stream(stream: Stream, path: str | Path) -> None:
+    """The stream as one torch file, plus `<path>.json` with its human-readable description."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"benchmark": stream.benchmark, "train_x": stream.train_x, "train_y": stream.train_y,
+                "train_offsets": stream.train_offsets, "test_x": stream.test_x, "test_y": stream.test_y,
+                "test_offsets": stream.test_offsets, "spec": stream.spec}, buf)
+    data = buf.getvalue()
+    spec = dict(stream.spec, sha256=hashlib.sha256(data).hexdigest())
+    atomic_write_bytes(Path(path), data)
+    atomic_write_bytes(Path(str(path) + ".json"), json.dumps(spec, indent=1).encode())
+
+
+def load_stream(path: str | Path, verify: bool = True) -> Stream:
+    path = Path(path)
+    data = path.read_bytes()
+    if verify:
+        meta_path = Path(str(path) + ".json")
+        if meta_path.exists():
+            expected = json.loads(meta_path.read_text()).get("sha256")
+            if expected and hashlib.sha256(data).hexdigest() != expected:
+                raise DataError(f"task stream {path} is corrupted or was changed after it was written "
+                                f"(sha256 mismatch with {meta_path.name}); delete it and rerun the streams stage")
+    import io
+
+    d = torch.load(io.BytesIO(data), weights_only=True)
+    return Stream(d["benchmark"], d["train_x"], d["train_y"], list(d["train_offsets"]), d["test_x"],
+                  d["test_y"], list(d["test_offsets"]), d["spec"])
+
+
+def build_stream_file(benchmark: str, canonical_path: str | Path, out_path: str | Path,
+                      params: dict | None = None) -> Stream:
+    stream = build_stream(benchmark, load_canonical(canonical_path), params)
+    save_stream(stream, out_path)
+    return stream

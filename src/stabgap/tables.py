@@ -1,0 +1,183 @@
+"""Tables 1 and 2 of SPEC §7 from finished runs (pure pandas: no torch).
+
+A run folder holds `summary.json` (benchmark, method, seed, ...), `log.parquet` and
+`metrics.json` (metrics.run_metrics of the log). Three aggregations are tabulated:
+
+- "task1_v1": the v1 table's numbers: metrics of the seed-mean task-1 curve, ± by first-order
+  propagation of the per-iteration seed std (metrics.task1_metrics_v1);
+- "task1": the same task-1 metrics per seed, then mean ± std over seeds;
+- "seen": the all-seen-tasks metrics (v2 / De Lange et al.) per seed, then mean ± std over seeds.
+
+Each table is written as CSV (numbers: mean and std columns), Markdown and LaTeX (formatted
+"mean ± std", best per benchmark in bold: highest accuracy, lowest avg-SG).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import metrics as M
+from .datasets import atomic_write_text
+
+TABLE1_COLUMNS = {  # family -> [(metric key, column title, higher is better)]
+    "task1": [("avg_acc", "avg-ACC", True), ("avg_min_acc", "avg-min-ACC", True), ("wc_acc", "WC-ACC", True),
+              ("avg_sg", "avg-SG", False)],
+    "seen": [("avg_acc", "avg-ACC", True), ("min_acc", "min-ACC", True), ("wc_acc", "WC-ACC", True),
+             ("avg_sg", "avg-SG", False)],
+}
+TABLE1_COLUMNS["task1_v1"] = TABLE1_COLUMNS["task1"]
+V1_METHODS = ("msgd", "adam", "ngm")
+METHOD_LABELS = {"sgd": "SGD", "msgd": "MSGD", "adam": "Adam", "ngm": "NGM-SGD"}
+
+
+def load_runs(run_dirs) -> list[dict]:
+    runs = []
+    for d in map(Path, run_dirs):
+        summary = json.loads((d / "summary.json").read_text())
+        runs.append({"dir": str(d), "benchmark": summary["benchmark"], "method": summary["method"],
+                     "seed": summary["seed"], "diverged": bool(summary.get("diverged", False)),
+                     "metrics": json.loads((d / "metrics.json").read_text())})
+    return runs
+
+
+def _groups(runs):
+    """(benchmark, method) -> runs, in the order benchmarks and methods first appear."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        out.setdefault((r["benchmark"], r["method"]), []).append(r)
+    return out
+
+
+def table_frames(runs: list[dict], ddof: int = 0, methods: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
+    """Long tables: one row per (benchmark, method, metric) with mean, std and the seeds used."""
+    rows1, rows2 = [], []
+    for (bench, method), group in _groups(runs).items():
+        if methods is not None and method not in methods:
+            continue
+        ok = [r for r in group if not r["diverged"]]
+        base = {"benchmark": bench, "method": method, "seeds": len(ok), "diverged": len(group) - len(ok)}
+        agg = M.mean_std_over_seeds([r["metrics"] for r in ok], ddof=ddof) if ok else None
+        for family in ("task1", "seen"):
+            for key, title, _ in TABLE1_COLUMNS[family]:
+                stat = agg[family][key] if agg else {"mean": None, "std": None}
+                rows1.append({**base, "family": family, "metric": title, "mean": stat["mean"], "std": stat["std"]})
+            for k, stat in enumerate(agg[family]["sg"] if agg else [], start=1):
+                rows2.append({**base, "family": family, "switch": f"{k}->{k + 1}", "mean": stat["mean"],
+                              "std": stat["std"]})
+        if ok:
+            v1 = M.task1_metrics_v1([M.test_curves(pd.read_parquet(Path(r["dir"]) / "log.parquet")) for r in ok])
+            for key, title, _ in TABLE1_COLUMNS["task1_v1"]:
+                rows1.append({**base, "family": "task1_v1", "metric": title, "mean": v1[key][0], "std": v1[key][1]})
+            for k, (value, sigma) in enumerate(v1["sg"], start=1):
+                rows2.append({**base, "family": "task1_v1", "switch": f"{k}->{k + 1}", "mean": value, "std": sigma})
+    return {"table1": pd.DataFrame(rows1), "table2": pd.DataFrame(rows2)}
+
+
+def _fmt(mean, std, scale=1.0, digits=2) -> str:
+    if mean is None or pd.isna(mean):
+        return "n/a"
+    s = f"{mean * scale:.{digits}f}"
+    if std is not None and not pd.isna(std):
+        s += f" ± {std * scale:.{digits}f}"
+    return s
+
+
+def wide_table1(long: pd.DataFrame, family: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(formatted table, mask of the cells to print in bold)."""
+    sub = long[long.family == family]
+    cols = TABLE1_COLUMNS[family]
+    keys = list(dict.fromkeys(zip(sub.benchmark, sub.method)))
+    text, bold = [], []
+    for bench, method in keys:
+        cell = sub[(sub.benchmark == bench) & (sub.method == method)].set_index("metric")
+        row, brow = {"benchmark": bench, "method": METHOD_LABELS.get(method, method)}, {}
+        for _, title, higher in cols:
+            scale, digits = (100.0, 2) if title == "avg-SG" else (1.0, 2)  # SG shown in percent
+            row[title] = _fmt(cell.loc[title, "mean"], cell.loc[title, "std"], scale, digits)
+            others = sub[(sub.benchmark == bench) & (sub.metric == title)]["mean"].dropna()
+            value = cell.loc[title, "mean"]
+            best = others.max() if higher else others.min()
+            brow[title] = value is not None and not pd.isna(value) and value == best and len(others) > 1
+        if cell["diverged"].iloc[0]:
+            row["method"] += f" ({cell['diverged'].iloc[0]} diverged)"
+        text.append(row)
+        bold.append(brow)
+    return pd.DataFrame(text), pd.DataFrame(bold)
+
+
+def wide_table2(long: pd.DataFrame, family: str) -> pd.DataFrame:
+    sub = long[long.family == family]
+    if sub.empty:
+        return pd.DataFrame(columns=["benchmark", "method"])
+    sub = sub.assign(cell=[_fmt(m, s, 100.0) for m, s in zip(sub["mean"], sub["std"])])
+    wide = sub.pivot_table(index=["benchmark", "method"], columns="switch", values="cell", aggfunc="first", sort=False)
+    wide = wide.reset_index()
+    wide["method"] = wide["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    return wide
+
+
+def to_markdown(df: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for i, row in df.iterrows():
+        cells = []
+        for c in cols:
+            v = str(row[c])
+            if bold is not None and c in bold.columns and bool(bold.loc[i, c]):
+                v = f"**{v}**"
+            cells.append(v)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(df: pd.DataFrame, bold: pd.DataFrame | None = None, caption: str = "") -> str:
+    cols = list(df.columns)
+    esc = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%").replace("->", r"$\to$")
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{ll" + "r" * (len(cols) - 2) + "}", r"\toprule",
+             " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
+    for i, row in df.iterrows():
+        cells = []
+        for c in cols:
+            v = esc(row[c])
+            if bold is not None and c in bold.columns and bool(bold.loc[i, c]):
+                v = r"\textbf{" + v + "}"
+            cells.append(v)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + esc(caption) + "}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+CAPTIONS = {
+    "task1_v1": "Task-1 metrics of the seed-mean curve (v1 table aggregation); ± by error propagation "
+                "of the per-iteration seed std. avg-SG in percent.",
+    "task1": "Task-1 metrics per seed, then mean ± std over seeds. avg-SG in percent.",
+    "seen": "All-seen-tasks metrics (pooled accuracy of tasks seen before each switch) per seed, "
+            "then mean ± std over seeds. avg-SG in percent.",
+}
+
+
+def write_tables(run_dirs, out_dir, ddof: int = 0, v1_layout: bool = False) -> list[Path]:
+    """Write table1_<family> and table2_<family> (.csv, .md, .tex) plus manifest.json of the runs used."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = load_runs(run_dirs)
+    frames = table_frames(runs, ddof=ddof, methods=V1_METHODS if v1_layout else None)
+    written = []
+    for family in ("task1_v1", "task1", "seen"):
+        long1 = frames["table1"][frames["table1"].family == family]
+        text, bold = wide_table1(frames["table1"], family)
+        long2 = frames["table2"][frames["table2"].family == family] if not frames["table2"].empty else frames["table2"]
+        table2 = wide_table2(frames["table2"], family) if not frames["table2"].empty else pd.DataFrame()
+        for name, long, wide, b in (("table1", long1, text, bold), ("table2", long2, table2, None)):
+            stem = out_dir / f"{name}_{family}"
+            atomic_write_text(f"{stem}.csv", long.to_csv(index=False))
+            atomic_write_text(f"{stem}.md", to_markdown(wide, b))
+            atomic_write_text(f"{stem}.tex", to_latex(wide, b, CAPTIONS[family]))
+            written += [Path(f"{stem}.{ext}") for ext in ("csv", "md", "tex")]
+    manifest = {"runs": [{k: r[k] for k in ("benchmark", "method", "seed", "diverged", "dir")} for r in runs],
+                "std_ddof": ddof, "v1_layout": v1_layout}
+    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1))
+    return written

@@ -1,0 +1,335 @@
+"""Joint incremental training with continual evaluation (SPEC §2, §5, §6).
+
+One run = (run config, seed). Per iteration t = 1..n·I, in context k = ⌈t / I⌉:
+  0. at the first iteration of a context: the sampler draws from the union of tasks 1..k; oracle
+     methods clear their optimizer state (k > 1); the "bump" gain gets its pulse;
+  1. Entropy-LR only: the lr multiplier moves by the previous iteration's entropy;
+  2. a batch drawn i.i.d. WITH replacement, uniformly over the union's images;
+  3. one training forward (the gain update happens inside it, see gain.py), cross-entropy over all
+     outputs, backward, optimizer step; the batch's accuracy/loss come from that same forward;
+  4. every ρ iterations and at the end of every context: evaluation (eval mode, no gain update) of
+     every seen task's test set in one batched pass.
+Nothing is reset at a switch except what a method asks for.
+
+Everything the run records lives in preallocated tensors on the run's device (no host sync per
+iteration); `Trainer.log()` turns them into the tidy per-iteration table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .methods import Method, make_optimizer, reset_optimizer_state, resolve_method
+from .nets import build_net
+from .streams import Stream, get_benchmark
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run needs besides its method and stream (all from config.yaml)."""
+
+    iters_per_context: int
+    batch_size: int
+    eta: float  # the benchmark's η, used by methods whose own `eta` is unset
+    eval_every: int = 1  # ρ
+    eval_subset: int | None = None  # fixed per-task test subset (drawn once per seed), None = full
+    eval_batch_size: int = 10000  # images per evaluation forward (memory only; results identical)
+    progress_every: int = 0  # print a progress line every this many iterations (0: ten per run)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers; independent streams for (seed, purpose, context)."""
+    h = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+PURPOSE_SAMPLER, PURPOSE_EVAL_SUBSET = 1, 2
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available on this machine; "
+                           f"use device: auto or cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, stream: Stream, method: Method, settings: RunSettings, seed: int,
+                 device: torch.device | str = "cpu"):
+        self.stream, self.method, self.settings, self.seed = stream, method, settings, int(seed)
+        self.device = torch.device(device)
+        bench = get_benchmark(stream.benchmark)
+        self.n_contexts = stream.n_tasks
+        self.total_iters = settings.iters_per_context * self.n_contexts
+
+        # data on the device; training images stay uint8 (normalised per batch)
+        x = stream.train_x
+        self.channels_last_input = x.dim() == 4  # N×H×W×3 images -> N×3×H×W
+        self.train_x = self._layout(x).to(self.device)
+        self.train_y = stream.train_y.to(self.device)
+        self.mean = torch.tensor(bench.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(bench.std, device=self.device).view(1, -1, 1, 1)
+        self._prepare_test_set()
+
+        input_shape = tuple(self.train_x.shape[1:])
+        self.net = build_net(bench.net, bench.num_classes, input_shape, method.gain_control(settings.eta),
+                             seed=self.seed).to(self.device)
+        self.optimizer = make_optimizer(method, self.net)
+        self.lr_mult = 1.0
+        self.gain_names = list(self.net.modulated())
+
+        # continual-evaluation schedule: every ρ iterations and at the end of every context
+        I, rho = settings.iters_per_context, settings.eval_every
+        self.eval_iters = [t for t in range(1, self.total_iters + 1) if t % rho == 0 or t % I == 0]
+        self._eval_row = {t: i for i, t in enumerate(self.eval_iters)}
+
+        T, E, n, L = self.total_iters, len(self.eval_iters), self.n_contexts, len(self.gain_names)
+        dev = self.device
+        self.rec_train_loss = torch.zeros(T, device=dev)
+        self.rec_train_correct = torch.zeros(T, dtype=torch.long, device=dev)
+        self.rec_entropy = torch.zeros(T, device=dev)
+        self.rec_gain = torch.zeros(T, L, device=dev)
+        self.rec_lr = torch.zeros(T, dtype=torch.float64)
+        self.rec_test_correct = torch.zeros(E, n, dtype=torch.long, device=dev)
+        self.rec_test_loss = torch.zeros(E, n, dtype=torch.float64, device=dev)
+        self.iteration = 0  # iterations completed
+        self.sampler: torch.Generator | None = None
+
+    # ------------------------------------------------------------------ data
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return x.permute(0, 3, 1, 2).contiguous()
+        return x.unsqueeze(1)  # N×1×H×W
+
+    def _normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return (x_uint8.float().div_(255.0) - self.mean) / self.std
+
+    def _prepare_test_set(self) -> None:
+        s, sub = self.stream, self.settings.eval_subset
+        parts, labels, task_id, offsets = [], [], [], [0]
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, PURPOSE_EVAL_SUBSET))
+        for j in range(s.n_tasks):
+            a, b = s.test_offsets[j], s.test_offsets[j + 1]
+            idx = torch.arange(a, b)
+            if sub is not None and sub < len(idx):  # a fixed subset, drawn once per seed
+                idx = idx[torch.randperm(len(idx), generator=gen)[:sub].sort().values]
+            parts.append(s.test_x[idx])
+            labels.append(s.test_y[idx])
+            task_id.append(torch.full((len(idx),), j))
+            offsets.append(offsets[-1] + len(idx))
+        # normalised once: the test images are evaluated at every evaluation step
+        self.test_x = self._normalise(self._layout(torch.cat(parts)).to(self.device))
+        self.test_y = torch.cat(labels).to(self.device)
+        self.test_offsets = offsets
+        self.test_sizes = [b - a for a, b in zip(offsets[:-1], offsets[1:])]
+
+    def context_of(self, t: int) -> int:
+        return (t - 1) // self.settings.iters_per_context + 1
+
+    def sample_batch(self, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n_union = self.stream.train_offsets[context]
+        idx = torch.randint(0, n_union, (self.settings.batch_size,), generator=self.sampler).to(self.device)
+        return self._normalise(self.train_x[idx]), self.train_y[idx]
+
+    # ------------------------------------------------------------------ one iteration
+    def step(self) -> None:
+        t = self.iteration + 1
+        k = self.context_of(t)
+        if (t - 1) % self.settings.iters_per_context == 0:  # first iteration of context k
+            self.sampler = torch.Generator().manual_seed(derive_seed(self.seed, PURPOSE_SAMPLER, k))
+            if k > 1 and self.method.reset_on_switch:
+                reset_optimizer_state(self.optimizer)
+            self.net.gain_control.pulse()
+        if self.method.lr_drive:
+            H = float(self.net.gain_control.entropy)
+            self.lr_mult = float(self.method.gamma * self.lr_mult + (1 - self.method.gamma)
+                                 + self.method.eta_or(self.settings.eta) * H)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.method.lr * self.lr_mult
+
+        x, y = self.sample_batch(k)
+        self.net.train()
+        logits = self.net(x)  # gain update at its start, entropy kept at its end
+        loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+        i = t - 1
+        with torch.no_grad():
+            self.rec_train_loss[i] = loss.detach()
+            self.rec_train_correct[i] = (logits.argmax(1) == y).sum()
+            self.rec_entropy[i] = self.net.gain_control.entropy
+            for c, layer in enumerate(self.net.modulated().values()):
+                self.rec_gain[i, c] = layer.gain.mean()
+        self.rec_lr[i] = self.method.lr * self.lr_mult
+        self.iteration = t
+        if t in self._eval_row:
+            self.evaluate(t, k)
+
+    @torch.no_grad()
+    def evaluate(self, t: int, k: int) -> None:
+        """All seen tasks (1..k) in one pass over the prefix of the task-ordered test set."""
+        self.net.eval()
+        m = self.test_offsets[k]
+        correct = torch.empty(m, dtype=torch.long, device=self.device)
+        losses = torch.empty(m, dtype=torch.float64, device=self.device)
+        bs = self.settings.eval_batch_size
+        for a in range(0, m, bs):
+            b = min(a + bs, m)
+            logits = self.net(self.test_x[a:b])
+            y = self.test_y[a:b]
+            correct[a:b] = logits.argmax(1) == y
+            losses[a:b] = F.cross_entropy(logits, y, reduction="none")
+        off = torch.tensor(self.test_offsets[:k + 1], device=self.device)
+        zero = torch.zeros(1, device=self.device)
+        c = torch.cat([zero.long(), correct.cumsum(0)])
+        s = torch.cat([zero.double(), losses.cumsum(0)])
+        row = self._eval_row[t]
+        self.rec_test_correct[row, :k] = c[off[1:]] - c[off[:-1]]
+        self.rec_test_loss[row, :k] = s[off[1:]] - s[off[:-1]]
+        self.net.train()
+
+    # ------------------------------------------------------------------ the whole run
+    def run(self, progress=sys.stderr) -> None:
+        every = self.settings.progress_every or max(1, self.total_iters // 10)
+        start = time.perf_counter()
+        while self.iteration < self.total_iters:
+            self.step()
+            t = self.iteration
+            if progress is not None and (t % every == 0 or t == self.total_iters):
+                row = self._eval_row.get(t)
+                acc1 = (f"{100.0 * float(self.rec_test_correct[row, 0]) / self.test_sizes[0]:6.2f}%"
+                        if row is not None else "   n/a")
+                rate = t / max(time.perf_counter() - start, 1e-9)
+                print(f"[{self.stream.benchmark}/{self.method.name}/seed {self.seed}] iter {t}/{self.total_iters} "
+                      f"context {self.context_of(t)}/{self.n_contexts} train loss {float(self.rec_train_loss[t - 1]):.4f} "
+                      f"task-1 acc {acc1} gain {float(self.rec_gain[t - 1, -1]):.4f} ({rate:.0f} it/s)",
+                      file=progress, flush=True)
+
+    def log(self) -> pd.DataFrame:
+        """The tidy per-iteration log: one 'train' row per iteration (task 0) and one 'test' row per
+        evaluated iteration and seen task; per-iteration columns (entropy, lr, gain_*) on every row."""
+        T = self.iteration
+        it = np.arange(1, T + 1)
+        ctx = (it - 1) // self.settings.iters_per_context + 1
+        per_iter = {"entropy": self.rec_entropy[:T].double().cpu().numpy(), "lr": self.rec_lr[:T].numpy()}
+        gains = self.rec_gain[:T].double().cpu().numpy()
+        for c, name in enumerate(self.gain_names):
+            per_iter[f"gain_{name}"] = gains[:, c]
+        B = self.settings.batch_size
+        train = pd.DataFrame({"iteration": it, "context": ctx, "split": "train", "task": 0, "n": B,
+                              "accuracy": self.rec_train_correct[:T].cpu().numpy() * 100.0 / B,
+                              "loss": self.rec_train_loss[:T].double().cpu().numpy(), **per_iter})
+        rows = [r for r, t in enumerate(self.eval_iters) if t <= T]
+        ev_t = np.array([self.eval_iters[r] for r in rows], dtype=np.int64)
+        correct = self.rec_test_correct[rows].cpu().numpy()
+        tloss = self.rec_test_loss[rows].cpu().numpy()
+        sizes = np.array(self.test_sizes)
+        frames = []
+        for j in range(self.n_contexts):
+            seen = ((ev_t - 1) // self.settings.iters_per_context + 1) >= j + 1
+            tt = ev_t[seen]
+            frames.append(pd.DataFrame({
+                "iteration": tt, "context": (tt - 1) // self.settings.iters_per_context + 1, "split": "test",
+                "task": j + 1, "n": sizes[j], "accuracy": correct[seen, j] * 100.0 / sizes[j],
+                "loss": tloss[seen, j] / sizes[j], **{k: v[tt - 1] for k, v in per_iter.items()}}))
+        log = pd.concat([train] + frames, ignore_index=True)
+        log = log.sort_values(["iteration", "task"], kind="stable").reset_index(drop=True)
+        return log.astype({"iteration": "int64", "context": "int64", "task": "int64", "n": "int64"})
+
+    def diverged(self) -> bool:
+        return not math.isfinite(float(self.rec_train_loss[: self.iteration].sum()))
+
+
+def make_trainer(stream: Stream, method_name: str, method_settings: dict | None, settings: RunSettings,
+                 seed: int, device: str = "auto") -> Trainer:
+    method = resolve_method(method_name, method_settings)
+    return Trainer(stream, method, settings, seed, resolve_device(device))
+
+
+# ---------------------------------------------------------------------- one run, written to disk
+
+def provenance() -> dict:
+    """Library versions and the code version (git commit, dirty tree) of this checkout, if any."""
+    import platform
+    import subprocess
+
+    import numpy
+    import pandas
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "pandas": pandas.__version__, "platform": platform.platform()}
+    repo = __import__("pathlib").Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        info["git_commit"], info["git_dirty"] = commit or None, dirty if commit else None
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"], info["git_dirty"] = None, None
+    return info
+
+
+def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr) -> dict:
+    """Train one (benchmark, method, seed) run and write `log.parquet` and `summary.json` atomically."""
+    import datetime
+    import io
+    import json
+    from pathlib import Path
+
+    from .config import config_hash
+    from .datasets import atomic_write_bytes, atomic_write_text, sha256_file
+    from .streams import load_stream
+
+    torch.set_num_threads(int(run["threads"]))
+    device = resolve_device(run["device"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    started = datetime.datetime.now(datetime.timezone.utc)
+    stream = load_stream(stream_path)
+    if stream.benchmark != run["benchmark"]:
+        raise ValueError(f"stream {stream_path} holds benchmark {stream.benchmark!r}, not {run['benchmark']!r}")
+    settings = RunSettings(iters_per_context=run["iters_per_context"], batch_size=run["batch_size"], eta=run["eta"],
+                           eval_every=run["eval_every"], eval_subset=run["eval_subset"],
+                           eval_batch_size=run["eval_batch_size"])
+    trainer = make_trainer(stream, run["method"], run["method_settings"], settings, run["seed"], run["device"])
+    t0 = time.perf_counter()
+    trainer.run(progress=progress)
+    wall = time.perf_counter() - t0
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    trainer.log().to_parquet(buf, index=False)
+    atomic_write_bytes(out_dir / "log.parquet", buf.getvalue())
+    summary = {
+        "benchmark": run["benchmark"], "method": run["method"], "seed": run["seed"], "run": run,
+        "config_hash": config_hash(run), "resolved_method": dataclasses_asdict(trainer.method),
+        "n_contexts": trainer.n_contexts, "iterations": trainer.iteration, "diverged": trainer.diverged(),
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "stream": str(stream_path), "stream_sha256": sha256_file(stream_path),
+        "started": started.isoformat(), "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "train_seconds": round(wall, 3), "iterations_per_second": round(trainer.iteration / max(wall, 1e-9), 2),
+        **provenance(),
+    }
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def dataclasses_asdict(obj) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
