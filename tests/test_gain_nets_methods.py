@@ -162,3 +162,25 @@ def test_reset_clears_optimizer_state():
     assert len(opt.state) == 3
     reset_optimizer_state(opt)
     assert len(opt.state) == 0
+
+
+@pytest.mark.parametrize("kind", ["sgd", "msgd", "adam"])
+def test_optimizers_match_torch(kind):
+    from stabgap.optim import SGD, Adam
+
+    torch.manual_seed(0)
+    ours_p = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    ref_p = [p.detach().clone().requires_grad_(True) for p in ours_p]
+    if kind == "adam":
+        ours, ref = Adam([{"params": ours_p}], lr=0.01), torch.optim.Adam(ref_p, lr=0.01, foreach=False)
+    else:
+        mu = 0.9 if kind == "msgd" else 0.0
+        ours, ref = SGD([{"params": ours_p, "momentum": mu}], lr=0.01), torch.optim.SGD(ref_p, lr=0.01, momentum=mu)
+    for step in range(6):
+        grads = [torch.randn_like(p) for p in ours_p]
+        for p, q, g in zip(ours_p, ref_p, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+    for p, q in zip(ours_p, ref_p):
+        assert torch.allclose(p, q, atol=1e-7, rtol=1e-6)

@@ -45,7 +45,7 @@ def cmd_train(a) -> None:
 def cmd_metrics(a) -> None:
     import pandas as pd
 
-    from .datasets import atomic_write_text
+    from .fileio import atomic_write_text
     from .metrics import run_metrics
 
     result = run_metrics(pd.read_parquet(a.log))

@@ -16,9 +16,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import torch
-
 from .gain import GainControl
+from .optim import SGD, Adam
 
 
 @dataclass(frozen=True)
@@ -105,18 +104,16 @@ def resolve_method(name: str, overrides: dict | None = None) -> Method:
     return method
 
 
-def make_optimizer(method: Method, net) -> torch.optim.Optimizer:
+def make_optimizer(method: Method, net) -> SGD | Adam:
     """The optimizer over the network's trainable weights (never the gains or the untrained biases)."""
     modulated, rest = net.parameter_groups()
     if method.optimizer == "adam":
-        params = [p for p in modulated + rest]
-        return torch.optim.Adam(params, lr=method.lr, betas=(method.beta1, method.beta2), eps=method.eps)
+        return Adam([{"params": modulated + rest}], lr=method.lr, betas=(method.beta1, method.beta2), eps=method.eps)
     mod_momentum = method.momentum if method.modulated_momentum is None else method.modulated_momentum
     groups = [{"params": modulated, "momentum": mod_momentum}, {"params": rest, "momentum": method.momentum}]
-    groups = [g for g in groups if g["params"]]
-    return torch.optim.SGD(groups, lr=method.lr, momentum=0.0)
+    return SGD([g for g in groups if g["params"]], lr=method.lr)
 
 
-def reset_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+def reset_optimizer_state(optimizer: SGD | Adam) -> None:
     """Oracle reset at a context switch: momentum buffers, Adam moments and step counts are dropped."""
     optimizer.state.clear()

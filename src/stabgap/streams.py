@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .datasets import CanonicalData, DataError, atomic_write_bytes, load_canonical
+from .datasets import CanonicalData, DataError, load_canonical
+from .fileio import atomic_write_bytes
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import metrics as M
-from .datasets import atomic_write_text
+from .fileio import atomic_write_text
 
 TABLE1_COLUMNS = {  # family -> [(metric key, column title, higher is better)]
     "task1": [("avg_acc", "avg-ACC", True), ("avg_min_acc", "avg-min-ACC", True), ("wc_acc", "WC-ACC", True),
@@ -114,7 +114,7 @@ def wide_table2(long: pd.DataFrame, family: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["benchmark", "method"])
     sub = sub.assign(cell=[_fmt(m, s, 100.0) for m, s in zip(sub["mean"], sub["std"])])
     wide = sub.pivot_table(index=["benchmark", "method"], columns="switch", values="cell", aggfunc="first", sort=False)
-    wide = wide.reset_index()
+    wide = wide.reset_index().fillna("")  # benchmarks with fewer switches leave cells empty
     wide["method"] = wide["method"].map(lambda m: METHOD_LABELS.get(m, m))
     return wide
 

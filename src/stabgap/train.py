@@ -162,7 +162,7 @@ class Trainer:
         self.net.train()
         logits = self.net(x)  # gain update at its start, entropy kept at its end
         loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
 
@@ -291,7 +291,7 @@ def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr) -> dict
     from pathlib import Path
 
     from .config import config_hash
-    from .datasets import atomic_write_bytes, atomic_write_text, sha256_file
+    from .fileio import atomic_write_bytes, atomic_write_text, sha256_file
     from .streams import load_stream
 
     torch.set_num_threads(int(run["threads"]))

@@ -1,0 +1,152 @@
+"""End to end: the real `snakemake` on a tiny config, and a dry run of the full config.yaml."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+TINY = {
+    "results": "results",
+    "datasets": {"mnist5k": {"builder": "mnist5k", "test_per_class": 20, "seed": 0}},
+    "benchmarks": {
+        "split_mnist": {"dataset": "mnist5k", "iters_per_context": 6, "batch_size": 16, "eta": 0.4,
+                        "stream": {"classes": [[0, 1], [2, 3]]}},
+        "permuted_mnist": {"dataset": "mnist5k", "iters_per_context": 5, "batch_size": 16, "eta": 0.3,
+                           "stream": {"n_contexts": 2}},
+    },
+    "methods": {"sgd": {"lr": 0.01}, "ngm": {"lr": 0.01, "gamma": 0.9}},
+    "seeds": [1, 2],
+    "figures": {"class_incremental": ["split_mnist"], "domain_incremental": ["permuted_mnist"]},
+}
+
+
+def snakemake(workdir, *args, check=True):
+    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check and out.returncode != 0:
+        raise AssertionError(f"snakemake failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
+    return out
+
+
+def write_config(path, config):
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def planned(output: str) -> dict[str, int]:
+    """Job counts from a dry run's 'Job stats' table."""
+    stats = output.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny")
+    cfg = write_config(work / "tiny.yaml", TINY)
+    out = snakemake(work, "--configfile", str(cfg), "--cores", "2")
+    return work, cfg, out
+
+
+def test_every_stage_produces_its_outputs(tiny_run):
+    work, _, _ = tiny_run
+    res = work / "results"
+    manifest = json.loads((res / "data" / "mnist5k.pt.manifest.json").read_text())
+    assert manifest["train"]["n"] if "train" in manifest else True
+    spec = json.loads((res / "streams" / "split_mnist.pt.json").read_text())
+    assert [t["classes"] for t in spec["tasks"]] == [[0, 1], [2, 3]]
+    for bench, n_iter in (("split_mnist", 12), ("permuted_mnist", 10)):
+        for method in ("sgd", "ngm"):
+            for seed in (1, 2):
+                run = res / "runs" / bench / method / f"seed{seed}"
+                log = pd.read_parquet(run / "log.parquet")
+                assert log[log.split == "train"].iteration.max() == n_iter
+                summary = json.loads((run / "summary.json").read_text())
+                assert summary["seed"] == seed and summary["method"] == method and summary["run"]["threads"] == 1
+                assert (res / "logs" / "train" / bench / method / f"seed{seed}.log").exists()
+                assert (res / "benchmarks" / "train" / bench / method / f"seed{seed}.tsv").exists()
+    for fig in ("fig2_class_incremental", "fig3_domain_incremental"):
+        png = (res / "figures" / f"{fig}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+        assert (res / "figures" / f"{fig}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_tables_agree_with_per_run_metrics(tiny_run):
+    work, _, _ = tiny_run
+    res = work / "results"
+    table = pd.read_csv(res / "tables" / "table1_seen.csv")
+    for bench in ("split_mnist", "permuted_mnist"):
+        for method in ("sgd", "ngm"):
+            values = [json.loads((res / "runs" / bench / method / f"seed{s}" / "metrics.json").read_text())
+                      for s in (1, 2)]
+            for key, title in (("avg_acc", "avg-ACC"), ("wc_acc", "WC-ACC")):
+                row = table[(table.benchmark == bench) & (table.method == method) & (table.metric == title)]
+                mean = sum(v["seen"][key] for v in values) / 2
+                assert row["mean"].iloc[0] == pytest.approx(mean)
+    md = (res / "tables" / "table1_task1_v1.md").read_text()
+    assert "NGM-SGD" in md and "avg-SG" in md
+    assert r"\begin{tabular}" in (res / "tables" / "table2_seen.tex").read_text()
+    runs = json.loads((res / "tables" / "manifest.json").read_text())["runs"]
+    assert len(runs) == 8
+
+
+def test_second_invocation_does_nothing(tiny_run):
+    work, cfg, _ = tiny_run
+    out = snakemake(work, "--configfile", str(cfg), "-n")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_changing_one_learning_rate_reruns_only_that_method(tiny_run, tmp_path):
+    work, _, _ = tiny_run
+    changed = json.loads(json.dumps(TINY))
+    changed["methods"]["ngm"]["lr"] = 0.02
+    cfg = write_config(work / "changed.yaml", changed)
+    out = snakemake(work, "--configfile", str(cfg), "-n")
+    jobs = planned(out.stdout)
+    assert jobs.get("train") == 4 and jobs.get("metrics") == 4  # ngm × 2 benchmarks × 2 seeds
+    assert jobs.get("tables") == 1 and jobs.get("figure_curves") == 2
+    assert "data" not in jobs and "stream" not in jobs
+    trained = re.findall(r"output: (\S+)/log\.parquet", out.stdout)
+    assert trained and all("/ngm/" in p for p in trained)
+
+
+def test_full_config_plans_completely(tmp_path):
+    out = snakemake(REPO, "-n", "--config", f"results={tmp_path}/full")
+    jobs = planned(out.stdout)
+    assert jobs["train"] == 3 * 4 * 5 and jobs["metrics"] == 60
+    assert jobs["data"] == 1 and jobs["stream"] == 3 and jobs["tables"] == 1 and jobs["figure_curves"] == 2
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    bad = json.loads(json.dumps(TINY))
+    bad["methods"]["ngm"]["gamma"] = 1.5
+    bad["methods"]["sgdd"] = {"lr": 0.1}
+    cfg = write_config(tmp_path / "bad.yaml", bad)
+    out = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", check=False)
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "methods.ngm.gamma" in text and "1.5" in text
+    assert not (tmp_path / "results").exists()
+    del bad["methods"]["ngm"]["gamma"]
+    cfg = write_config(tmp_path / "bad.yaml", bad)
+    out = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", check=False)
+    assert out.returncode != 0 and "unknown method 'sgdd'" in out.stdout + out.stderr
+
+
+def test_cli_run_outside_snakemake(tmp_path):
+    cfg = write_config(tmp_path / "tiny.yaml", dict(TINY, results=str(tmp_path / "res")))
+    out = subprocess.run([sys.executable, "-m", "stabgap", "run", "--config", str(cfg), "--benchmark",
+                          "split_mnist", "--method", "ngm", "--seed", "3"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    log_path = tmp_path / "res" / "runs" / "split_mnist" / "ngm" / "seed3" / "log.parquet"
+    assert f"log: {log_path}" in out.stdout
+    assert pd.read_parquet(log_path).iteration.max() == 12

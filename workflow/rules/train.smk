@@ -1,0 +1,58 @@
+# Stage 3: one training job per benchmark x method x seed, then its metrics.
+
+
+rule train:
+    input:
+        stream=f"{RESULTS}/streams/{{benchmark}}.pt",
+    output:
+        log=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/log.parquet",
+        summary=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/summary.json",
+    params:
+        run=run_params,
+        out_dir=lambda w: run_dir(w.benchmark, w.method, w.seed),
+    log:
+        f"{RESULTS}/logs/train/{{benchmark}}/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{benchmark}}/{{method}}/seed{{seed}}.tsv"
+    threads: config["compute"]["threads"]
+    conda:
+        "../../envs/stabgap.yaml"
+    resources:
+        mem_mb=config["compute"]["train_mem_mb"],
+        runtime=config["compute"]["train_runtime_min"],
+        gpu=uses_gpu,
+    shell:
+        "python -m stabgap train --run {params.run:q} --stream {input.stream}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule metrics:
+    input:
+        log=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/log.parquet",
+    output:
+        f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/metrics.json",
+    log:
+        f"{RESULTS}/logs/metrics/{{benchmark}}/{{method}}/seed{{seed}}.log",
+    threads: 1
+    conda:
+        "../../envs/stabgap.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "python -m stabgap metrics --log {input.log} --out {output} > {log} 2>&1"
+
+
+rule all_runs:
+    input:
+        run_files(BENCHMARKS),
+
+
+# One target per benchmark: all its runs and their metrics (e.g. `snakemake benchmark_split_mnist`).
+for _bench in BENCHMARKS:
+
+    rule:
+        name:
+            f"benchmark_{_bench}"
+        input:
+            run_files([_bench]),
