@@ -143,3 +143,41 @@ def test_metrics_run_on_a_real_log(split):
     m = run_metrics(trained(split, "msgd").log())
     assert len(m["task1"]["sg"]) == 2 and len(m["seen"]["sg"]) == 2
     assert 0 <= m["seen"]["avg_acc"] <= 100
+
+
+def test_crop_flip_augmentation():
+    from stabgap.streams import crop_flip
+
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 3, 32, 32) + 1
+    gen = torch.Generator().manual_seed(0)
+    outs = [crop_flip(x, gen) for _ in range(20)]
+    assert all(o.shape == x.shape and o.dtype == torch.uint8 for o in outs)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for o in outs[:5]:  # every output is a 32×32 window of the zero-padded image, maybe mirrored
+        for b in range(2):
+            found = any(torch.equal(o[b], w) or torch.equal(o[b], w.flip(-1))
+                        for i in range(9) for j in range(9) for w in [padded[b, :, i:i + 32, j:j + 32]])
+            assert found
+    assert any(not torch.equal(o, x) for o in outs) and any((o == 0).any() for o in outs)
+
+
+def test_resnet_training_path_on_a_small_rgb_stream():
+    """The slim ResNet-18 path (NCHW layout, per-channel normalisation, augmentation, BatchNorm,
+    NGM-SGD's backbone/head split) on random RGB images: a code-path test, not a benchmark."""
+    from stabgap.streams import BENCHMARKS, Benchmark, Stream, register
+
+    if "test_rgb" not in BENCHMARKS:
+        register(Benchmark("test_rgb", "class-incremental", "resnet18_slim", 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
+                           contexts=None, augment="cifar"))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 32, 32, 3), generator=g, dtype=torch.uint8)
+    y = torch.arange(64) % 4
+    order = torch.argsort(y, stable=True)
+    stream = Stream("test_rgb", x[order], y[order], [0, 32, 64], x[order][::2], y[order][::2], [0, 16, 32])
+    tr = make_trainer(stream, "ngm", None, RunSettings(iters_per_context=3, batch_size=8, eta=0.2), 1, "cpu")
+    tr.run(progress=None)
+    log = tr.log()
+    assert set(log.columns) >= {"gain_head"} and log.iteration.max() == 6
+    assert log[log.split == "train"].gain_head.iloc[1] > 1.0
+    assert tr.optimizer.param_groups[0]["momentum"] == 0.0 and tr.optimizer.param_groups[1]["momentum"] == 0.9
+    assert all(torch.isfinite(torch.tensor(log.loss.to_numpy())))

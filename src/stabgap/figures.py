@@ -68,7 +68,7 @@ def plot_task1_curves(run_dirs, benchmarks: list[str], out_stem: str | Path, tit
     rows = [("accuracy", "Task-1 accuracy (%)"), ("loss", "Task-1 loss (cross-entropy)"),
             ("gain", "NGM-SGD output gain")]
     with plt.rc_context(PLOT_STYLE):
-        fig, axes = plt.subplots(len(rows), len(benchmarks), figsize=(3.6 * len(benchmarks), 7.2), squeeze=False,
+        fig, axes = plt.subplots(len(rows), len(benchmarks), figsize=(max(3.6 * len(benchmarks), 5.0), 7.6), squeeze=False,
                                  sharex="col")
         for c, bench in enumerate(benchmarks):
             sub = data[data.benchmark == bench]
@@ -80,6 +80,8 @@ def plot_task1_curves(run_dirs, benchmarks: list[str], out_stem: str | Path, tit
                     if method in set(sub.method):
                         _band(ax, sub[sub.method == method], col, method)
                 _context_marks(ax, I, n, label=r == len(rows) - 1)
+                if col == "accuracy":
+                    ax.set_ylim(-2, 102)  # the ±std band must not stretch the percent axis
                 if c == 0:
                     ax.set_ylabel(ylabel)
                 if r == 0:
@@ -87,9 +89,9 @@ def plot_task1_curves(run_dirs, benchmarks: list[str], out_stem: str | Path, tit
                 ax.set_xlim(0, I * n)
             axes[-1, c].set_xlabel("Training iteration", labelpad=14)
         handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.0))
-        fig.suptitle(title, y=1.04)
-        fig.tight_layout(rect=(0, 0, 1, 0.96))
+        fig.suptitle(title, y=0.995)
+        fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 0.97))
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
         return _save(fig, out_stem)
 
 

@@ -105,6 +105,26 @@ def mnist_permutations(n_contexts: int, seed: int = 42, n_pixels: int = 784) -> 
     return [None] + [rs.permutation(n_pixels) for _ in range(n_contexts - 1)]
 
 
+def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """CIFAR training augmentation on a uint8 batch B×C×H×W, on its device: a random H×W crop of
+    the image zero-padded by `pad` pixels (the padding is black before normalisation, as with
+    torchvision's RandomCrop), then a horizontal flip with probability 0.5. Draws from `gen` (CPU)."""
+    B, C, H, W = x.shape
+    i = torch.randint(0, 2 * pad + 1, (B,), generator=gen).to(x.device)
+    j = torch.randint(0, 2 * pad + 1, (B,), generator=gen).to(x.device)
+    flip = (torch.rand(B, generator=gen) < 0.5).to(x.device)
+    rows = i[:, None] + torch.arange(H, device=x.device)
+    cols = j[:, None] + torch.arange(W, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    b = torch.arange(B, device=x.device)[:, None, None, None]
+    c = torch.arange(C, device=x.device)[None, :, None, None]
+    return xp[b, c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+AUGMENTATIONS = {"cifar": crop_flip}
+
+
 # ---------------------------------------------------------------- context layouts
 
 def _class_split(train_y, test_y, classes: list[list[int]]) -> list[dict]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .methods import Method, make_optimizer, reset_optimizer_state, resolve_method
 from .nets import build_net
-from .streams import Stream, get_benchmark
+from .streams import AUGMENTATIONS, Stream, get_benchmark
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class Trainer:
         self.train_y = stream.train_y.to(self.device)
         self.mean = torch.tensor(bench.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(bench.std, device=self.device).view(1, -1, 1, 1)
+        self.augment = AUGMENTATIONS[bench.augment] if bench.augment else None
         self._prepare_test_set()
 
         input_shape = tuple(self.train_x.shape[1:])
@@ -140,7 +141,10 @@ class Trainer:
     def sample_batch(self, context: int) -> tuple[torch.Tensor, torch.Tensor]:
         n_union = self.stream.train_offsets[context]
         idx = torch.randint(0, n_union, (self.settings.batch_size,), generator=self.sampler).to(self.device)
-        return self._normalise(self.train_x[idx]), self.train_y[idx]
+        x = self.train_x[idx]
+        if self.augment is not None:  # on the uint8 batch, drawing from the same per-context generator
+            x = self.augment(x, self.sampler)
+        return self._normalise(x), self.train_y[idx]
 
     # ------------------------------------------------------------------ one iteration
     def step(self) -> None:

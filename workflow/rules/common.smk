@@ -2,11 +2,19 @@
 import json
 from pathlib import Path
 
-from stabgap.config import ConfigError, check_config, data_root, run_config, validate_schema
+from stabgap.config import (
+    ConfigError,
+    check_config,
+    data_root,
+    run_config,
+    validate_schema,
+)
 from stabgap.streams import get_benchmark
 
 try:
-    validate_schema(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+    validate_schema(
+        config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+    )
     check_config(config)
 except ConfigError as err:
     raise WorkflowError(f"{err}\n(fix the config file and rerun; nothing was run)")
@@ -49,11 +57,15 @@ def run_files(benchmarks, names=("metrics.json", "summary.json", "log.parquet"))
 
 
 def stream_params(wildcards):
-    return json.dumps(config["benchmarks"][wildcards.benchmark]["stream"], sort_keys=True)
+    return json.dumps(
+        config["benchmarks"][wildcards.benchmark]["stream"], sort_keys=True
+    )
 
 
 def dataset_options(wildcards):
-    ds = {k: v for k, v in config["datasets"][wildcards.dataset].items() if k != "builder"}
+    ds = {
+        k: v for k, v in config["datasets"][wildcards.dataset].items() if k != "builder"
+    }
     return json.dumps(ds, sort_keys=True)
 
 
@@ -78,7 +90,10 @@ def all_tables():
 
 def all_figures():
     out = []
-    for fig, kind in (("fig2_class_incremental", "class_incremental"), ("fig3_domain_incremental", "domain_incremental")):
+    for fig, kind in (
+        ("fig2_class_incremental", "class_incremental"),
+        ("fig3_domain_incremental", "domain_incremental"),
+    ):
         if figure_benchmarks(kind):
             out += [f"{RESULTS}/figures/{fig}.{ext}" for ext in ("pdf", "png")]
     return out

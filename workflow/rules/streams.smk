@@ -7,16 +7,16 @@ rule stream:
     output:
         stream=f"{RESULTS}/streams/{{benchmark}}.pt",
         spec=f"{RESULTS}/streams/{{benchmark}}.pt.json",
-    params:
-        stream=stream_params,
     log:
         f"{RESULTS}/logs/streams/{{benchmark}}.log",
-    threads: 1
     conda:
         "../../envs/stabgap.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        stream=stream_params,
     shell:
         "python -m stabgap stream --benchmark {wildcards.benchmark} --data {input.data}"
         " --params {params.stream:q} --out {output.stream} > {log} 2>&1"

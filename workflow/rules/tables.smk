@@ -8,18 +8,19 @@ rule tables:
     output:
         [f"{RESULTS}/tables/{name}" for name in TABLE_FILES],
         manifest=f"{RESULTS}/tables/manifest.json",
+    log:
+        f"{RESULTS}/logs/tables.log",
+    conda:
+        "../../envs/stabgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         runs=runs_of(BENCHMARKS),
         ddof=config["metrics"]["std_ddof"],
         v1=lambda w: "--v1-layout" if config["tables"]["v1_layout"] else "",
-    log:
-        f"{RESULTS}/logs/tables.log",
-    threads: 1
-    conda:
-        "../../envs/stabgap.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
+        out_dir=lambda w, output: str(Path(output.manifest).parent),
     shell:
-        "python -m stabgap tables --out-dir {RESULTS}/tables --ddof {params.ddof} {params.v1}"
+        "python -m stabgap tables --out-dir {params.out_dir} --ddof {params.ddof} {params.v1}"
         " {params.runs} > {log} 2>&1"

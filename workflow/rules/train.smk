@@ -7,20 +7,20 @@ rule train:
     output:
         log=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/log.parquet",
         summary=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/summary.json",
-    params:
-        run=run_params,
-        out_dir=lambda w: run_dir(w.benchmark, w.method, w.seed),
     log:
         f"{RESULTS}/logs/train/{{benchmark}}/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{benchmark}}/{{method}}/seed{{seed}}.tsv"
-    threads: config["compute"]["threads"]
     conda:
         "../../envs/stabgap.yaml"
+    threads: config["compute"]["threads"]
     resources:
         mem_mb=config["compute"]["train_mem_mb"],
         runtime=config["compute"]["train_runtime_min"],
         gpu=uses_gpu,
+    params:
+        run=run_params,
+        out_dir=lambda w, output: str(Path(output.log).parent),
     shell:
         "python -m stabgap train --run {params.run:q} --stream {input.stream}"
         " --out-dir {params.out_dir} > {log} 2>&1"
@@ -33,9 +33,9 @@ rule metrics:
         f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/metrics.json",
     log:
         f"{RESULTS}/logs/metrics/{{benchmark}}/{{method}}/seed{{seed}}.log",
-    threads: 1
     conda:
         "../../envs/stabgap.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
