@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -66,6 +67,9 @@ def check_config(config: dict) -> None:
     for name, bench in config["benchmarks"].items():
         if name not in BENCHMARKS:
             raise ConfigError(f"benchmarks.{name}: unknown benchmark; known: {', '.join(BENCHMARKS)}")
+        if bench.get("test_augment") and BENCHMARKS[name].augment is None:
+            raise ConfigError(f"benchmarks.{name}.test_augment: true, but {name} has no training augmentation "
+                              f"to apply to test images (only the CIFAR benchmarks have one)")
         if bench["dataset"] not in config["datasets"]:
             raise ConfigError(f"benchmarks.{name}.dataset: {bench['dataset']!r} is not defined under "
                               f"datasets: (defined: {', '.join(config['datasets'])})")
@@ -73,6 +77,11 @@ def check_config(config: dict) -> None:
         if ds["builder"] not in DATASETS:
             raise ConfigError(f"datasets.{name}.builder: unknown builder {ds['builder']!r}; "
                               f"known: {', '.join(DATASETS)}")
+        accepted = [p for p in inspect.signature(DATASETS[ds["builder"]]).parameters if p != "source_dir"]
+        for key in ds:
+            if key != "builder" and key not in accepted:
+                raise ConfigError(f"datasets.{name}.{key}: not an option of the {ds['builder']!r} builder; "
+                                  f"it accepts: {', '.join(accepted) or '(none)'}")
     for name, settings in config["methods"].items():
         try:
             resolve_method(name, settings)
@@ -100,6 +109,7 @@ def run_config(config: dict, benchmark: str, method: str, seed: int) -> dict:
         "eval_every": ev["every"],
         "eval_subset": ev["subset"],
         "eval_batch_size": ev["batch_size"],
+        "test_augment": bench["test_augment"],
         "device": config["compute"]["device"],
         "threads": config["compute"]["threads"],
     }

@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .tables import METHOD_LABELS  # noqa: E402
@@ -107,3 +108,42 @@ def _save(fig, out_stem) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def plot_toy(out_stem: str | Path, seed: int = 0) -> list[Path]:
+    """Figure 1: the 1-D toy model (A: gain, B: three learners after a brief target flip, C: weights)."""
+    from .toy import deterministic_models, noisy_gain_runs, step_target
+
+    target = step_target()
+    det = deterministic_models(target)
+    noisy = noisy_gain_runs(seed=seed)
+    steps = np.arange(len(noisy["target"]))
+    with plt.rc_context(PLOT_STYLE):
+        fig, (a, b, c) = plt.subplots(1, 3, figsize=(11.0, 3.3))
+        m, s = noisy["gain"].mean(0), noisy["gain"].std(0)
+        a.plot(steps, m, color=COLORS["ngm"], label="gain g")
+        a.fill_between(steps, m - s, m + s, color=COLORS["ngm"], alpha=0.3, lw=0)
+        a.axhline(1.0, color="black", ls="--", lw=0.8, label="g0")
+        a.axvline(44, color="black", lw=0.6, alpha=0.6)
+        a.set(title="A  gain (50 noisy runs)", xlabel="Step", ylabel="Gain")
+        a.legend(frameon=False, loc="upper left")
+
+        window = slice(100, 201)
+        x = np.arange(len(target))[window]
+        b.plot(x, target[window], color="black", lw=0.8, ls=":", label="target")
+        b.plot(x, det["slow"][window], color=COLORS["sgd"], label="slow weight")
+        b.plot(x, det["fast_slow"][window], color=COLORS["msgd"], label="fast + slow")
+        b.plot(x, det["gain"][window], color=COLORS["ngm"], label="gain-modulated")
+        b.set(title="B  output after a brief target flip", xlabel="Step", ylabel="Output y")
+        b.legend(frameon=False, loc="lower right", fontsize=8)
+
+        for key, color, label in (("slow", COLORS["msgd"], "slow g0·w"), ("fast", COLORS["adam"], "fast (g − g0)·w"),
+                                  ("effective", COLORS["ngm"], "effective g·w")):
+            m, s = noisy[key].mean(0), noisy[key].std(0)
+            c.plot(steps, m, color=color, label=label)
+            c.fill_between(steps, m - s, m + s, color=color, alpha=0.3, lw=0)
+        c.axvline(44, color="black", lw=0.6, alpha=0.6)
+        c.set(title="C  weight components", xlabel="Step", ylabel="Weight")
+        c.legend(frameon=False, loc="upper left", fontsize=8)
+        fig.tight_layout()
+        return _save(fig, out_stem)

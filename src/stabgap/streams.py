@@ -14,6 +14,8 @@ per task, the canonical train/test indices and the transform to apply (see `_spl
 from __future__ import annotations
 
 import hashlib
+import inspect
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,10 @@ AUGMENTATIONS = {"cifar": crop_flip}
 
 
 # ---------------------------------------------------------------- context layouts
+# Each takes the canonical dataset (train_y, test_y as numpy arrays; data.extra for more labels)
+# and returns one dict per task: train_idx/test_idx (canonical indices), optionally the transform
+# (angle, permutation), the labels to train on (train_labels/test_labels; default: the dataset's),
+# and descriptive fields for the stream's JSON (classes, ...).
 
 def _class_split(train_y, test_y, classes: list[list[int]]) -> list[dict]:
     tasks = []
@@ -138,7 +144,7 @@ def _class_split(train_y, test_y, classes: list[list[int]]) -> list[dict]:
     return tasks
 
 
-def _split_mnist(train_y, test_y, classes=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))) -> list[dict]:
+def _split_pairs(train_y, test_y, classes=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))) -> list[dict]:
     return _class_split(train_y, test_y, [list(c) for c in classes])
 
 
@@ -153,12 +159,72 @@ def _rotated_mnist(train_y, test_y, angles=(0, 80, 160)) -> list[dict]:
             for a in angles]
 
 
-register(Benchmark("split_mnist", "class-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _split_mnist,
+def _coarse(data, split: str) -> np.ndarray:
+    key = f"{split}_coarse"
+    if key not in data.extra:
+        raise ValueError("this benchmark needs CIFAR-100's coarse (superclass) labels; "
+                         f"dataset {data.name!r} has none (use the cifar100 builder)")
+    return data.extra[key].numpy()
+
+
+def _domain_cifar100_v1(train_y, test_y, data, superclasses=(0, 1, 2)) -> list[dict]:
+    """v1: context t adds all fine classes of one superclass (aquatic mammals, fish, flowers);
+    targets are the 100-way fine labels (class-incremental in substance)."""
+    tc, ec = _coarse(data, "train"), _coarse(data, "test")
+    tasks = []
+    for sc in superclasses:
+        fine = sorted(int(c) for c in np.unique(train_y[tc == sc]))
+        tasks.append({"superclass": int(sc), "classes": fine, "train_idx": np.flatnonzero(tc == sc),
+                      "test_idx": np.flatnonzero(ec == sc)})
+    return tasks
+
+
+def _domain_cifar100_v2(train_y, test_y, data, n_contexts: int = 3) -> list[dict]:
+    """v2: 20-way superclass targets; context t shows the t-th fine class (in fine-label order) of
+    every superclass, so each context is a new domain of the same 20 classes."""
+    tc, ec = _coarse(data, "train"), _coarse(data, "test")
+    fine_of = {sc: sorted(int(c) for c in np.unique(train_y[tc == sc])) for sc in range(20)}
+    if not 1 <= n_contexts <= min(len(v) for v in fine_of.values()):
+        raise ValueError(f"domain_cifar100_v2: n_contexts must lie in 1..5, got {n_contexts}")
+    tasks = []
+    for t in range(n_contexts):
+        fine = [fine_of[sc][t] for sc in range(20)]
+        tr, te = np.flatnonzero(np.isin(train_y, fine)), np.flatnonzero(np.isin(test_y, fine))
+        tasks.append({"classes": fine, "train_idx": tr, "test_idx": te,
+                      "train_labels": tc[tr], "test_labels": ec[te]})
+    return tasks
+
+
+def _split_blocks(train_y, test_y, n_contexts: int = 5, classes_per_context: int = 10) -> list[dict]:
+    """Contexts of consecutive class indices: [0..c-1], [c..2c-1], ... (assumed for mini-ImageNet)."""
+    n_classes = int(train_y.max()) + 1
+    if n_contexts * classes_per_context > n_classes:
+        raise ValueError(f"{n_contexts} contexts × {classes_per_context} classes exceed the {n_classes} classes")
+    return _class_split(train_y, test_y, [list(range(k * classes_per_context, (k + 1) * classes_per_context))
+                                          for k in range(n_contexts)])
+
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+register(Benchmark("split_mnist", "class-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _split_pairs,
                    description="5 contexts adding class pairs {0,1}, {2,3}, ..."))
 register(Benchmark("permuted_mnist", "domain-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _permuted_mnist,
                    description="identity, then fixed pixel permutations P1, P2 (RandomState(42))"))
 register(Benchmark("rotated_mnist", "domain-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _rotated_mnist,
                    description="rotations by 0°, 80°, 160°"))
+register(Benchmark("split_cifar10", "class-incremental", "resnet18_slim", 10, CIFAR_MEAN, CIFAR_STD, _split_pairs,
+                   augment="cifar", description="5 contexts adding class pairs (airplane+automobile, ...)"))
+register(Benchmark("domain_cifar100_v1", "class-incremental", "resnet18_slim", 100, CIFAR_MEAN, CIFAR_STD,
+                   _domain_cifar100_v1, augment="cifar",
+                   description="aquatic mammals, +fish, +flowers; 100-way fine labels (v1)"))
+register(Benchmark("domain_cifar100_v2", "domain-incremental", "resnet18_slim", 20, CIFAR_MEAN, CIFAR_STD,
+                   _domain_cifar100_v2, augment="cifar",
+                   description="20-way superclass labels, one new fine class per superclass per context (v2)"))
+# mini-ImageNet's normalisation and augmentation are not stated anywhere we could read (assumed):
+# ImageNet statistics, no augmentation.
+register(Benchmark("split_miniimagenet", "class-incremental", "resnet18_slim", 100, IMAGENET_MEAN, IMAGENET_STD,
+                   _split_blocks, description="contexts of 10 consecutive classes, 84×84 (v2)"))
 
 
 # ---------------------------------------------------------------- building, saving, loading
@@ -176,20 +242,23 @@ def build_stream(benchmark: str, data: CanonicalData, params: dict | None = None
     bench = get_benchmark(benchmark)
     train_x, train_y = data.train_x.numpy(), data.train_y.numpy()
     test_x, test_y = data.test_x.numpy(), data.test_y.numpy()
+    params = dict(params or {})
+    if "data" in inspect.signature(bench.contexts).parameters:
+        params["data"] = data
     try:
-        tasks = bench.contexts(train_y, test_y, **(params or {}))
+        tasks = bench.contexts(train_y, test_y, **params)
     except TypeError as err:
         raise ValueError(f"benchmark {benchmark!r}: bad stream parameters {params}: {err}") from None
     xs, ys, txs, tys, spec_tasks = [], [], [], [], []
     for j, task in enumerate(tasks, start=1):
         xs.append(_apply(train_x[task["train_idx"]], task))
-        ys.append(train_y[task["train_idx"]])
+        ys.append(task["train_labels"] if "train_labels" in task else train_y[task["train_idx"]])
         txs.append(_apply(test_x[task["test_idx"]], task))
-        tys.append(test_y[task["test_idx"]])
+        tys.append(task["test_labels"] if "test_labels" in task else test_y[task["test_idx"]])
         entry = {"task": j, "n_train": int(len(task["train_idx"])), "n_test": int(len(task["test_idx"])),
                  "train_idx_sha256": _sha(task["train_idx"]), "test_idx_sha256": _sha(task["test_idx"]),
                  "train_classes": sorted(int(c) for c in np.unique(ys[-1]))}
-        for key in ("classes", "angle"):
+        for key in ("classes", "superclass", "angle"):
             if key in task:
                 entry[key] = task[key]
         if task.get("permutation") is not None:
@@ -197,7 +266,7 @@ def build_stream(benchmark: str, data: CanonicalData, params: dict | None = None
         spec_tasks.append(entry)
     spec = {"benchmark": benchmark, "kind": bench.kind, "net": bench.net, "num_classes": bench.num_classes,
             "mean": list(bench.mean), "std": list(bench.std), "augment": bench.augment,
-            "params": params or {}, "dataset": data.name, "tasks": spec_tasks}
+            "params": {k: v for k, v in params.items() if k != "data"}, "dataset": data.name, "tasks": spec_tasks}
     return Stream(benchmark, torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)),
                   _offsets(xs), torch.from_numpy(np.concatenate(txs)), torch.from_numpy(np.concatenate(tys)),
                   _offsets(txs), spec)
@@ -213,8 +282,6 @@ def _sha(idx: np.ndarray) -> str:
 
 def save_stream(stream: Stream, path: str | Path) -> None:
     """The stream as one torch file, plus `<path>.json` with its human-readable description."""
-    import io
-
     buf = io.BytesIO()
     torch.save({"benchmark": stream.benchmark, "train_x": stream.train_x, "train_y": stream.train_y,
                 "train_offsets": stream.train_offsets, "test_x": stream.test_x, "test_y": stream.test_y,
@@ -235,8 +302,6 @@ def load_stream(path: str | Path, verify: bool = True) -> Stream:
             if expected and hashlib.sha256(data).hexdigest() != expected:
                 raise DataError(f"task stream {path} is corrupted or was changed after it was written "
                                 f"(sha256 mismatch with {meta_path.name}); delete it and rerun the streams stage")
-    import io
-
     d = torch.load(io.BytesIO(data), weights_only=True)
     return Stream(d["benchmark"], d["train_x"], d["train_y"], list(d["train_offsets"]), d["test_x"],
                   d["test_y"], list(d["test_offsets"]), d["spec"])

@@ -44,6 +44,9 @@ class RunSettings:
     eval_subset: int | None = None  # fixed per-task test subset (drawn once per seed), None = full
     eval_batch_size: int = 10000  # images per evaluation forward (memory only; results identical)
     progress_every: int = 0  # print a progress line every this many iterations (0: ten per run)
+    # v1 CIFAR protocol: augment the test images freshly at every evaluation and, in context k,
+    # evaluate k passes and pool them (SPEC §5). Off: one clean pass.
+    test_augment: bool = False
 
 
 def derive_seed(*parts: int) -> int:
@@ -52,7 +55,7 @@ def derive_seed(*parts: int) -> int:
     return int.from_bytes(h[:8], "little") >> 1
 
 
-PURPOSE_SAMPLER, PURPOSE_EVAL_SUBSET = 1, 2
+PURPOSE_SAMPLER, PURPOSE_EVAL_SUBSET, PURPOSE_TEST_AUGMENT = 1, 2, 3
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -81,6 +84,9 @@ class Trainer:
         self.mean = torch.tensor(bench.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(bench.std, device=self.device).view(1, -1, 1, 1)
         self.augment = AUGMENTATIONS[bench.augment] if bench.augment else None
+        if settings.test_augment and self.augment is None:
+            raise ValueError(f"test_augment is on, but benchmark {stream.benchmark!r} has no augmentation")
+        self.test_aug_gen = torch.Generator().manual_seed(derive_seed(self.seed, PURPOSE_TEST_AUGMENT))
         self._prepare_test_set()
 
         input_shape = tuple(self.train_x.shape[1:])
@@ -104,6 +110,7 @@ class Trainer:
         self.rec_lr = torch.zeros(T, dtype=torch.float64)
         self.rec_test_correct = torch.zeros(E, n, dtype=torch.long, device=dev)
         self.rec_test_loss = torch.zeros(E, n, dtype=torch.float64, device=dev)
+        self.rec_eval_passes = torch.ones(E, dtype=torch.long)
         self.iteration = 0  # iterations completed
         self.sampler: torch.Generator | None = None
 
@@ -129,8 +136,11 @@ class Trainer:
             labels.append(s.test_y[idx])
             task_id.append(torch.full((len(idx),), j))
             offsets.append(offsets[-1] + len(idx))
-        # normalised once: the test images are evaluated at every evaluation step
-        self.test_x = self._normalise(self._layout(torch.cat(parts)).to(self.device))
+        test_x = self._layout(torch.cat(parts)).to(self.device)
+        if self.settings.test_augment:  # kept uint8: augmented afresh at every evaluation
+            self.test_x = test_x
+        else:  # normalised once: the test images are evaluated at every evaluation step
+            self.test_x = self._normalise(test_x)
         self.test_y = torch.cat(labels).to(self.device)
         self.test_offsets = offsets
         self.test_sizes = [b - a for a, b in zip(offsets[:-1], offsets[1:])]
@@ -184,23 +194,30 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, t: int, k: int) -> None:
-        """All seen tasks (1..k) in one pass over the prefix of the task-ordered test set."""
+        """All seen tasks (1..k) in one pass over the prefix of the task-ordered test set
+        (k pooled passes over freshly augmented images under the v1 test-augmentation protocol)."""
         self.net.eval()
         m = self.test_offsets[k]
-        correct = torch.empty(m, dtype=torch.long, device=self.device)
-        losses = torch.empty(m, dtype=torch.float64, device=self.device)
+        correct = torch.zeros(m, dtype=torch.long, device=self.device)
+        losses = torch.zeros(m, dtype=torch.float64, device=self.device)
         bs = self.settings.eval_batch_size
-        for a in range(0, m, bs):
-            b = min(a + bs, m)
-            logits = self.net(self.test_x[a:b])
-            y = self.test_y[a:b]
-            correct[a:b] = logits.argmax(1) == y
-            losses[a:b] = F.cross_entropy(logits, y, reduction="none")
+        passes = k if self.settings.test_augment else 1
+        for _ in range(passes):
+            for a in range(0, m, bs):
+                b = min(a + bs, m)
+                x = self.test_x[a:b]
+                if self.settings.test_augment:
+                    x = self._normalise(self.augment(x, self.test_aug_gen))
+                logits = self.net(x)
+                y = self.test_y[a:b]
+                correct[a:b] += logits.argmax(1) == y
+                losses[a:b] += F.cross_entropy(logits, y, reduction="none")
         off = torch.tensor(self.test_offsets[:k + 1], device=self.device)
         zero = torch.zeros(1, device=self.device)
         c = torch.cat([zero.long(), correct.cumsum(0)])
         s = torch.cat([zero.double(), losses.cumsum(0)])
         row = self._eval_row[t]
+        self.rec_eval_passes[row] = passes
         self.rec_test_correct[row, :k] = c[off[1:]] - c[off[:-1]]
         self.rec_test_loss[row, :k] = s[off[1:]] - s[off[:-1]]
         self.net.train()
@@ -214,8 +231,10 @@ class Trainer:
             t = self.iteration
             if progress is not None and (t % every == 0 or t == self.total_iters):
                 row = self._eval_row.get(t)
-                acc1 = (f"{100.0 * float(self.rec_test_correct[row, 0]) / self.test_sizes[0]:6.2f}%"
-                        if row is not None else "   n/a")
+                acc1 = "   n/a"
+                if row is not None:
+                    n1 = self.test_sizes[0] * int(self.rec_eval_passes[row])
+                    acc1 = f"{100.0 * float(self.rec_test_correct[row, 0]) / n1:6.2f}%"
                 rate = t / max(time.perf_counter() - start, 1e-9)
                 print(f"[{self.stream.benchmark}/{self.method.name}/seed {self.seed}] iter {t}/{self.total_iters} "
                       f"context {self.context_of(t)}/{self.n_contexts} train loss {float(self.rec_train_loss[t - 1]):.4f} "
@@ -238,8 +257,9 @@ class Trainer:
                               "loss": self.rec_train_loss[:T].double().cpu().numpy(), **per_iter})
         rows = [r for r, t in enumerate(self.eval_iters) if t <= T]
         ev_t = np.array([self.eval_iters[r] for r in rows], dtype=np.int64)
-        correct = self.rec_test_correct[rows].cpu().numpy()
-        tloss = self.rec_test_loss[rows].cpu().numpy()
+        passes = self.rec_eval_passes[rows].numpy()[:, None]  # pooled passes (v1 test augmentation)
+        correct = self.rec_test_correct[rows].cpu().numpy() / passes
+        tloss = self.rec_test_loss[rows].cpu().numpy() / passes
         sizes = np.array(self.test_sizes)
         frames = []
         for j in range(self.n_contexts):
@@ -309,7 +329,7 @@ def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr) -> dict
         raise ValueError(f"stream {stream_path} holds benchmark {stream.benchmark!r}, not {run['benchmark']!r}")
     settings = RunSettings(iters_per_context=run["iters_per_context"], batch_size=run["batch_size"], eta=run["eta"],
                            eval_every=run["eval_every"], eval_subset=run["eval_subset"],
-                           eval_batch_size=run["eval_batch_size"])
+                           eval_batch_size=run["eval_batch_size"], test_augment=run.get("test_augment", False))
     trainer = make_trainer(stream, run["method"], run["method_settings"], settings, run["seed"], run["device"])
     t0 = time.perf_counter()
     trainer.run(progress=progress)

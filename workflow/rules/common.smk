@@ -74,6 +74,11 @@ def run_params(wildcards):
     return json.dumps(run, sort_keys=True)
 
 
+def train_resource(wildcards, key, default_key):
+    """A benchmark's own setting for its training jobs, else the compute default."""
+    return config["benchmarks"][wildcards.benchmark].get(key, config["compute"][default_key])
+
+
 def uses_gpu(wildcards):
     """ResNet runs ask the scheduler for a GPU unless the config pins the CPU; MLP runs never do."""
     net = get_benchmark(wildcards.benchmark).net

@@ -15,8 +15,8 @@ rule train:
         "../../envs/stabgap.yaml"
     threads: config["compute"]["threads"]
     resources:
-        mem_mb=config["compute"]["train_mem_mb"],
-        runtime=config["compute"]["train_runtime_min"],
+        mem_mb=lambda w: train_resource(w, "mem_mb", "train_mem_mb"),
+        runtime=lambda w: train_resource(w, "runtime_min", "train_runtime_min"),
         gpu=uses_gpu,
     params:
         run=run_params,
