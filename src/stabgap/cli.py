@@ -20,10 +20,19 @@ def _json(text: str):
 
 
 def cmd_data(a) -> None:
+    import os
+
+    from .config import DATA_ROOT_ENV
     from .datasets import build_canonical
 
-    build_canonical(a.builder, a.out, source_dir=a.source_dir, **_json(a.options))
-    print(f"wrote {a.out}")
+    source_dir = a.source_dir
+    if source_dir is None:
+        root = os.environ.get(DATA_ROOT_ENV)
+        if not root:
+            raise SystemExit(f"error: give --source-dir, or set ${DATA_ROOT_ENV} (the workflow sets it from data_root)")
+        source_dir = os.path.join(root, a.name)
+    build_canonical(a.builder, a.out, source_dir=source_dir, **_json(a.options))
+    print(f"wrote {a.out} (raw files from {source_dir})")
 
 
 def cmd_stream(a) -> None:
@@ -100,7 +109,9 @@ def main(argv=None) -> None:
 
     s = sub.add_parser("data", help="raw dataset -> canonical tensor file + manifest")
     s.add_argument("--builder", required=True)
-    s.add_argument("--source-dir", default=None, help="folder of the raw files (the data_root's dataset folder)")
+    s.add_argument("--name", required=True, help="the dataset's name in the config")
+    s.add_argument("--source-dir", default=None,
+                   help="folder of the raw files (default: $STABGAP_DATA_ROOT/<name>)")
     s.add_argument("--options", default="{}", help="builder options as JSON")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_data)

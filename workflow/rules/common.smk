@@ -31,9 +31,12 @@ TABLE_FILES = [
     for ext in ("csv", "md", "tex")
 ]
 
-# Rules call the package from this checkout, also inside conda environments (--sdm conda).
+# Rules call the package from this checkout, also inside conda environments (--sdm conda), and
+# find the raw data under the resolved data_root.
 shell.prefix(
-    f"set -euo pipefail; export PYTHONPATH={Path(workflow.basedir) / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    "set -euo pipefail; "
+    f"export PYTHONPATH={Path(workflow.basedir) / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"export STABGAP_DATA_ROOT={Path(data_root(config)).resolve()}; "
 )
 
 
@@ -76,7 +79,9 @@ def run_params(wildcards):
 
 def train_resource(wildcards, key, default_key):
     """A benchmark's own setting for its training jobs, else the compute default."""
-    return config["benchmarks"][wildcards.benchmark].get(key, config["compute"][default_key])
+    return config["benchmarks"][wildcards.benchmark].get(
+        key, config["compute"][default_key]
+    )
 
 
 def uses_gpu(wildcards):

@@ -1,4 +1,6 @@
 # Stage 1: raw dataset -> one canonical tensor file (+ manifest with shapes, class counts, sha256).
+# The raw files are read from $STABGAP_DATA_ROOT/<dataset> (exported by common.smk from data_root);
+# the folder is not a parameter, so staging the data elsewhere reruns nothing.
 
 
 rule data:
@@ -16,9 +18,8 @@ rule data:
     params:
         builder=lambda w: config["datasets"][w.dataset]["builder"],
         options=dataset_options,
-        source_dir=lambda w: f"{data_root(config)}/{w.dataset}",
     shell:
-        "python -m stabgap data --builder {params.builder} --source-dir {params.source_dir:q}"
+        "python -m stabgap data --builder {params.builder} --name {wildcards.dataset}"
         " --options {params.options:q} --out {output.data} > {log} 2>&1"
 
 
