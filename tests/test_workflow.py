@@ -26,6 +26,10 @@ TINY = {
     "methods": {"sgd": {"lr": 0.01}, "ngm": {"lr": 0.01, "gamma": 0.9}},
     "seeds": [1, 2],
     "figures": {"class_incremental": ["split_mnist"], "domain_incremental": ["permuted_mnist"]},
+    "ablations": {"benchmarks": ["split_mnist"], "compare_with": ["ngm"], "methods": {"adam_reset": {"lr": 0.01}},
+                  "seeds": [1]},
+    # lr 1e6 makes plain SGD diverge: recorded as such, and the workflow goes on
+    "lr_sweep": {"benchmarks": ["permuted_mnist"], "methods": ["sgd", "ngm"], "lr": [0.01, 1000000.0], "seeds": [1]},
 }
 
 
@@ -74,7 +78,8 @@ def test_every_stage_produces_its_outputs(tiny_run):
                 assert summary["seed"] == seed and summary["method"] == method and summary["run"]["threads"] == 1
                 assert (res / "logs" / "train" / bench / method / f"seed{seed}.log").exists()
                 assert (res / "benchmarks" / "train" / bench / method / f"seed{seed}.tsv").exists()
-    for fig in ("fig2_class_incremental", "fig3_domain_incremental"):
+    for fig in ("fig1_toy", "fig2_class_incremental", "fig3_domain_incremental", "fig4_gain_readout",
+                "fig5_train_accuracy", "fig6_seen_tasks", "fig7a_ablations", "fig7b_lr_sweep"):
         png = (res / "figures" / f"{fig}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
         assert (res / "figures" / f"{fig}.pdf").read_bytes()[:5] == b"%PDF-"
@@ -97,6 +102,23 @@ def test_tables_agree_with_per_run_metrics(tiny_run):
     assert r"\begin{tabular}" in (res / "tables" / "table2_seen.tex").read_text()
     runs = json.loads((res / "tables" / "manifest.json").read_text())["runs"]
     assert len(runs) == 8
+    ablations = pd.read_csv(res / "tables" / "ablations" / "table1_seen.csv")
+    assert set(ablations.method) == {"ngm", "adam_reset"}
+
+
+def test_diverged_runs_are_recorded_and_counted(tiny_run):
+    work, _, _ = tiny_run
+    res = work / "results"
+    bad = res / "runs" / "permuted_mnist" / "sgd@lr=1000000.0" / "seed1"
+    summary = json.loads((bad / "summary.json").read_text())
+    assert summary["diverged"] and summary["diverged_at"] >= 1
+    assert json.loads((bad / "metrics.json").read_text())["task1"] is None
+    sweep = pd.read_csv(res / "tables" / "lr_sweep.csv")
+    row = sweep[(sweep.method == "sgd") & (sweep.lr == 1e6)].iloc[0]
+    assert row.diverged == 1 and row.seeds == 0
+    ok = sweep[(sweep.method == "ngm") & (sweep.lr == 0.01)].iloc[0]
+    assert ok.diverged == 0 and 0 <= ok.final_acc_mean <= 100
+    assert "diverged" in (res / "tables" / "lr_sweep.md").read_text()
 
 
 def test_second_invocation_does_nothing(tiny_run):
@@ -112,18 +134,23 @@ def test_changing_one_learning_rate_reruns_only_that_method(tiny_run, tmp_path):
     cfg = write_config(work / "changed.yaml", changed)
     out = snakemake(work, "--configfile", str(cfg), "-n")
     jobs = planned(out.stdout)
-    assert jobs.get("train") == 4 and jobs.get("metrics") == 4  # ngm × 2 benchmarks × 2 seeds
-    assert jobs.get("tables") == 1 and jobs.get("figure_curves") == 2
+    # ngm × 2 benchmarks × 2 seeds; the sweep's ngm runs set their own lr and stay
+    assert jobs.get("train") == 4 and jobs.get("metrics") == 4
+    assert jobs.get("tables") == 1 and jobs.get("figure_curves") == 2 and "figure_toy" not in jobs
     assert "data" not in jobs and "stream" not in jobs
     trained = re.findall(r"output: (\S+)/log\.parquet", out.stdout)
     assert trained and all("/ngm/" in p for p in trained)
+    assert jobs.get("tables_ablations") == 1  # compares with ngm
 
 
 def test_full_config_plans_completely(tmp_path):
     out = snakemake(REPO, "-n", "--config", f"results={tmp_path}/full")
     jobs = planned(out.stdout)
-    assert jobs["train"] == 7 * 4 * 5 and jobs["metrics"] == 140  # every benchmark of SPEC §5
+    # every benchmark of SPEC §5 × 4 methods × 5 seeds, the ablations' 4 variants on 3 benchmarks and
+    # the sweep's 4 methods × 4 learning rates on Split CIFAR-10
+    assert jobs["train"] == 7 * 4 * 5 + 3 * 4 * 5 + 4 * 4 * 5
     assert jobs["data"] == 4 and jobs["stream"] == 7 and jobs["tables"] == 1 and jobs["figure_curves"] == 2
+    assert jobs["tables_ablations"] == 1 and jobs["table_lr_sweep"] == 1 and jobs["figure_from_runs"] == 4
     for bench in ("split_cifar10", "domain_cifar100_v1", "domain_cifar100_v2", "split_miniimagenet"):
         assert f"streams/{bench}.pt" in out.stdout
     for ds in ("mnist", "cifar10", "cifar100", "miniimagenet"):

@@ -57,7 +57,11 @@ def cmd_metrics(a) -> None:
     from .fileio import atomic_write_text
     from .metrics import run_metrics
 
-    result = run_metrics(pd.read_parquet(a.log))
+    summary = json.loads(Path(a.summary).read_text())
+    if summary.get("diverged"):  # recorded as such; the tables count it, the workflow goes on
+        result = {"diverged": True, "diverged_at": summary.get("diverged_at"), "task1": None, "seen": None}
+    else:
+        result = {"diverged": False, **run_metrics(pd.read_parquet(a.log))}
     atomic_write_text(a.out, json.dumps(result, indent=1, allow_nan=False))
     print(f"wrote {a.out}")
 
@@ -70,9 +74,24 @@ def cmd_tables(a) -> None:
 
 
 def cmd_figure(a) -> None:
-    from .figures import plot_task1_curves
+    from . import figures as F
 
-    for path in plot_task1_curves(a.runs, a.benchmarks, a.out, a.title):
+    if a.kind == "curves":
+        paths = F.plot_task1_curves(a.runs, a.benchmarks, a.out, a.title)
+    elif a.kind == "toy":
+        paths = F.plot_toy(a.out, seed=a.seed)
+    else:
+        plot = {"gain_readout": F.plot_gain_readout, "train_accuracy": F.plot_train_accuracy,
+                "seen_tasks": F.plot_seen_tasks, "lr_sweep": F.plot_lr_sweep}[a.kind]
+        paths = plot(a.runs, a.out)
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def cmd_sweep_table(a) -> None:
+    from .tables import write_sweep_table
+
+    for path in write_sweep_table(a.runs, a.out, ddof=a.ddof):
         print(f"wrote {path}")
 
 
@@ -131,6 +150,7 @@ def main(argv=None) -> None:
 
     s = sub.add_parser("metrics", help="a run's log -> metrics.json (both families)")
     s.add_argument("--log", required=True)
+    s.add_argument("--summary", required=True, help="the run's summary.json (a diverged run has no metrics)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_metrics)
 
@@ -141,11 +161,20 @@ def main(argv=None) -> None:
     s.add_argument("runs", nargs="+", help="run folders")
     s.set_defaults(func=cmd_tables)
 
-    s = sub.add_parser("figure", help="run folders -> a task-1 curve figure (PDF and PNG)")
-    s.add_argument("--benchmarks", nargs="+", required=True)
-    s.add_argument("--title", default="")
+    s = sub.add_parser("sweep-table", help="run folders of the lr sweep -> its table (CSV, Markdown, LaTeX, HTML)")
     s.add_argument("--out", required=True, help="output path without extension")
+    s.add_argument("--ddof", type=int, default=0)
     s.add_argument("runs", nargs="+")
+    s.set_defaults(func=cmd_sweep_table)
+
+    s = sub.add_parser("figure", help="run folders -> one figure (PDF and PNG)")
+    s.add_argument("--kind", required=True,
+                   choices=["curves", "toy", "gain_readout", "train_accuracy", "seen_tasks", "lr_sweep"])
+    s.add_argument("--benchmarks", nargs="*", default=[], help="columns of a 'curves' figure")
+    s.add_argument("--title", default="")
+    s.add_argument("--seed", type=int, default=0, help="seed of the toy simulation")
+    s.add_argument("--out", required=True, help="output path without extension")
+    s.add_argument("runs", nargs="*")
     s.set_defaults(func=cmd_figure)
 
     s = sub.add_parser("run", help="one benchmark × method × seed by hand, outside Snakemake")

@@ -82,11 +82,24 @@ def check_config(config: dict) -> None:
             if key != "builder" and key not in accepted:
                 raise ConfigError(f"datasets.{name}.{key}: not an option of the {ds['builder']!r} builder; "
                                   f"it accepts: {', '.join(accepted) or '(none)'}")
-    for name, settings in config["methods"].items():
-        try:
-            resolve_method(name, settings)
-        except ValueError as err:
-            raise ConfigError(f"methods.{name}: {err}") from None
+    abl = config.get("ablations") or {}
+    sections = [("methods", config["methods"]), ("ablations.methods", abl.get("methods", {}))]
+    for where, methods in sections:
+        for name, settings in methods.items():
+            try:
+                resolve_method(name, settings)
+            except ValueError as err:
+                raise ConfigError(f"{where}.{name}: {err}") from None
+    for name in set(config["methods"]) & set(abl.get("methods", {})):
+        raise ConfigError(f"ablations.methods.{name}: already under methods: (define a method's settings once)")
+    for where, group in (("ablations", abl), ("lr_sweep", config.get("lr_sweep") or {})):
+        for b in group.get("benchmarks", []):
+            if b not in config["benchmarks"]:
+                raise ConfigError(f"{where}.benchmarks: {b!r} is not under benchmarks: "
+                                  f"({', '.join(config['benchmarks'])})")
+        for m in list(group.get("compare_with", [])) + list(group.get("methods", [])) * (where == "lr_sweep"):
+            if m not in config["methods"]:
+                raise ConfigError(f"{where}: method {m!r} is not under methods: ({', '.join(config['methods'])})")
 
 
 def data_root(config: dict) -> str:
@@ -94,15 +107,68 @@ def data_root(config: dict) -> str:
     return os.environ.get(DATA_ROOT_ENV) or config["data_root"]
 
 
-def run_config(config: dict, benchmark: str, method: str, seed: int) -> dict:
+# ---------------------------------------------------------------- experiment groups and run variants
+# A run is (benchmark, variant, seed). A variant is a method's name, optionally followed by settings
+# that override the config's, e.g. "ngm@lr=0.1,test_augment=false" (the learning-rate sweep): the
+# folder name alone says what was run.
+
+RUN_OVERRIDES = ("test_augment",)  # run settings a variant may override besides the method's
+
+
+def method_settings(config: dict, method: str) -> dict:
+    """A method's settings: from `methods:` (the main experiment) or `ablations.methods:`."""
+    if method in config["methods"]:
+        return dict(config["methods"][method] or {})
+    return dict((config.get("ablations") or {}).get("methods", {}).get(method) or {})
+
+
+def make_variant(method: str, overrides: dict | None = None) -> str:
+    if not overrides:
+        return method
+    return method + "@" + ",".join(f"{k}={json.dumps(overrides[k])}" for k in sorted(overrides))
+
+
+def parse_variant(variant: str) -> tuple[str, dict]:
+    method, _, rest = variant.partition("@")
+    overrides = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
+    return method, overrides
+
+
+def experiment_runs(config: dict) -> dict[str, list[tuple[str, str, int]]]:
+    """(benchmark, variant, seed) of each experiment group: "main" (every benchmark × `methods` ×
+    `seeds`), "ablations" (its benchmarks × its methods and the main methods it compares with) and
+    "lr_sweep" (its benchmarks × methods × learning rates); a group may have its own `seeds`.
+    Runs shared between groups are one run."""
+    seeds = [int(s) for s in config["seeds"]]
+    groups = {"main": [(b, m, s) for b in config["benchmarks"] for m in config["methods"] for s in seeds]}
+    abl = config.get("ablations")
+    if abl:
+        methods = list(abl["compare_with"]) + list(abl["methods"])
+        groups["ablations"] = [(b, m, s) for b in abl["benchmarks"] for m in methods for s in abl.get("seeds", seeds)]
+    sweep = config.get("lr_sweep")
+    if sweep:
+        extra = {k: sweep[k] for k in RUN_OVERRIDES if k in sweep}
+        groups["lr_sweep"] = [(b, make_variant(m, {"lr": lr, **extra}), s)
+                              for b in sweep["benchmarks"] for m in sweep["methods"] for lr in sweep["lr"]
+                              for s in sweep.get("seeds", seeds)]
+    return groups
+
+
+def run_config(config: dict, benchmark: str, variant: str, seed: int) -> dict:
     """Everything that determines one run's results, and nothing else (a change reruns the job)."""
+    method, overrides = parse_variant(variant)
     bench = config["benchmarks"][benchmark]
     ev = config["evaluation"]
-    return {
+    settings = method_settings(config, method)
+    run = {
         "benchmark": benchmark,
         "method": method,
+        "variant": variant,
         "seed": int(seed),
-        "method_settings": dict(config["methods"][method] or {}),
+        "method_settings": settings,
         "iters_per_context": bench["iters_per_context"],
         "batch_size": bench["batch_size"],
         "eta": bench["eta"],
@@ -113,6 +179,12 @@ def run_config(config: dict, benchmark: str, method: str, seed: int) -> dict:
         "device": config["compute"]["device"],
         "threads": config["compute"]["threads"],
     }
+    for key, value in overrides.items():
+        if key in RUN_OVERRIDES:
+            run[key] = value
+        else:
+            settings[key] = value
+    return run
 
 
 def config_hash(obj) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import metrics as M
+from .config import parse_variant
 from .fileio import atomic_write_text
 
 TABLE1_COLUMNS = {  # family -> [(metric key, column title, higher is better)]
@@ -30,17 +31,31 @@ TABLE1_COLUMNS = {  # family -> [(metric key, column title, higher is better)]
 }
 TABLE1_COLUMNS["task1_v1"] = TABLE1_COLUMNS["task1"]
 V1_METHODS = ("msgd", "adam", "ngm")
-METHOD_LABELS = {"sgd": "SGD", "msgd": "MSGD", "adam": "Adam", "ngm": "NGM-SGD"}
+METHOD_LABELS = {"sgd": "SGD", "msgd": "MSGD", "adam": "Adam", "ngm": "NGM-SGD", "fixed_gain": "fixed gain",
+                 "entropy_lr": "Entropy-LR", "msgd_reset": "MSGD + reset", "adam_reset": "Adam + reset",
+                 "gain_bump": "gain bump"}
+
+
+def variant_label(variant: str) -> str:
+    """'ngm@lr=0.1,test_augment=false' -> 'NGM-SGD (lr=0.1, test_augment=false)'."""
+    method, _, rest = variant.partition("@")
+    label = METHOD_LABELS.get(method, method)
+    return f"{label} ({rest.replace(',', ', ')})" if rest else label
 
 
 def load_runs(run_dirs) -> list[dict]:
     runs = []
     for d in map(Path, run_dirs):
         summary = json.loads((d / "summary.json").read_text())
-        runs.append({"dir": str(d), "benchmark": summary["benchmark"], "method": summary["method"],
+        runs.append({"dir": str(d), "benchmark": summary["benchmark"],
+                     "method": summary["run"].get("variant", summary["method"]), "base": summary["method"],
                      "seed": summary["seed"], "diverged": bool(summary.get("diverged", False)),
                      "metrics": json.loads((d / "metrics.json").read_text())})
     return runs
+
+
+def _families(metrics: dict) -> dict:
+    return {family: metrics[family] for family in ("task1", "seen")}
 
 
 def _groups(runs):
@@ -55,11 +70,11 @@ def table_frames(runs: list[dict], ddof: int = 0, methods: tuple[str, ...] | Non
     """Long tables: one row per (benchmark, method, metric) with mean, std and the seeds used."""
     rows1, rows2 = [], []
     for (bench, method), group in _groups(runs).items():
-        if methods is not None and method not in methods:
+        if methods is not None and group[0]["base"] not in methods:
             continue
         ok = [r for r in group if not r["diverged"]]
         base = {"benchmark": bench, "method": method, "seeds": len(ok), "diverged": len(group) - len(ok)}
-        agg = M.mean_std_over_seeds([r["metrics"] for r in ok], ddof=ddof) if ok else None
+        agg = M.mean_std_over_seeds([_families(r["metrics"]) for r in ok], ddof=ddof) if ok else None
         for family in ("task1", "seen"):
             for key, title, _ in TABLE1_COLUMNS[family]:
                 stat = agg[family][key] if agg else {"mean": None, "std": None}
@@ -93,7 +108,7 @@ def wide_table1(long: pd.DataFrame, family: str) -> tuple[pd.DataFrame, pd.DataF
     text, bold = [], []
     for bench, method in keys:
         cell = sub[(sub.benchmark == bench) & (sub.method == method)].set_index("metric")
-        row, brow = {"benchmark": bench, "method": METHOD_LABELS.get(method, method)}, {}
+        row, brow = {"benchmark": bench, "method": variant_label(method)}, {}
         for _, title, higher in cols:
             scale, digits = (100.0, 2) if title == "avg-SG" else (1.0, 2)  # SG shown in percent
             row[title] = _fmt(cell.loc[title, "mean"], cell.loc[title, "std"], scale, digits)
@@ -115,7 +130,7 @@ def wide_table2(long: pd.DataFrame, family: str) -> pd.DataFrame:
     sub = sub.assign(cell=[_fmt(m, s, 100.0) for m, s in zip(sub["mean"], sub["std"])])
     wide = sub.pivot_table(index=["benchmark", "method"], columns="switch", values="cell", aggfunc="first", sort=False)
     wide = wide.reset_index().fillna("")  # benchmarks with fewer switches leave cells empty
-    wide["method"] = wide["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    wide["method"] = wide["method"].map(variant_label)
     return wide
 
 
@@ -150,6 +165,23 @@ def to_latex(df: pd.DataFrame, bold: pd.DataFrame | None = None, caption: str = 
     return "\n".join(lines) + "\n"
 
 
+def to_html(df: pd.DataFrame, bold: pd.DataFrame | None = None, caption: str = "") -> str:
+    import html
+
+    cols = list(df.columns)
+    out = ["<table>", f"<caption>{html.escape(caption)}</caption>",
+           "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in cols) + "</tr>"]
+    for i, row in df.iterrows():
+        cells = []
+        for c in cols:
+            v = html.escape(str(row[c]))
+            if bold is not None and c in bold.columns and bool(bold.loc[i, c]):
+                v = f"<b>{v}</b>"
+            cells.append(f"<td>{v}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return "\n".join(out + ["</table>"]) + "\n"
+
+
 CAPTIONS = {
     "task1_v1": "Task-1 metrics of the seed-mean curve (v1 table aggregation); ± by error propagation "
                 "of the per-iteration seed std. avg-SG in percent.",
@@ -176,8 +208,42 @@ def write_tables(run_dirs, out_dir, ddof: int = 0, v1_layout: bool = False) -> l
             atomic_write_text(f"{stem}.csv", long.to_csv(index=False))
             atomic_write_text(f"{stem}.md", to_markdown(wide, b))
             atomic_write_text(f"{stem}.tex", to_latex(wide, b, CAPTIONS[family]))
-            written += [Path(f"{stem}.{ext}") for ext in ("csv", "md", "tex")]
+            atomic_write_text(f"{stem}.html", to_html(wide, b, CAPTIONS[family]))
+            written += [Path(f"{stem}.{ext}") for ext in ("csv", "md", "tex", "html")]
     manifest = {"runs": [{k: r[k] for k in ("benchmark", "method", "seed", "diverged", "dir")} for r in runs],
                 "std_ddof": ddof, "v1_layout": v1_layout}
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1))
     return written
+
+
+def write_sweep_table(run_dirs, out_stem, ddof: int = 0) -> list[Path]:
+    """The learning-rate sweep: per benchmark, method and lr, the final accuracy over all tasks
+    (seen avg-ACC) and the avg-SG of both families, mean ± std over the seeds that did not diverge."""
+    rows = []
+    for (bench, variant), group in _groups(load_runs(run_dirs)).items():
+        method, overrides = parse_variant(variant)
+        ok = [r for r in group if not r["diverged"]]
+        agg = M.mean_std_over_seeds([_families(r["metrics"]) for r in ok], ddof=ddof) if ok else None
+        row = {"benchmark": bench, "method": method, "lr": overrides.get("lr"), "seeds": len(ok),
+               "diverged": len(group) - len(ok)}
+        for family, key, col in (("seen", "avg_acc", "final_acc"), ("seen", "avg_sg", "avg_sg_seen"),
+                                 ("task1", "avg_sg", "avg_sg_task1")):
+            stat = agg[family][key] if agg else {"mean": None, "std": None}
+            row[f"{col}_mean"], row[f"{col}_std"] = stat["mean"], stat["std"]
+        rows.append(row)
+    long = pd.DataFrame(rows)
+    wide = pd.DataFrame({
+        "benchmark": long.benchmark, "method": long.method.map(lambda m: METHOD_LABELS.get(m, m)), "lr": long.lr,
+        "final avg-ACC": [_fmt(m, s) for m, s in zip(long.final_acc_mean, long.final_acc_std)],
+        "avg-SG (seen)": [_fmt(m, s, 100.0) for m, s in zip(long.avg_sg_seen_mean, long.avg_sg_seen_std)],
+        "avg-SG (task 1)": [_fmt(m, s, 100.0) for m, s in zip(long.avg_sg_task1_mean, long.avg_sg_task1_std)],
+        "diverged runs": long.diverged})
+    caption = ("Learning-rate sweep: final accuracy over all tasks and avg-SG (percent), mean ± std over the "
+               "seeds that did not diverge; diverged runs are counted, not averaged.")
+    stem = Path(out_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(f"{stem}.csv", long.to_csv(index=False))
+    atomic_write_text(f"{stem}.md", to_markdown(wide))
+    atomic_write_text(f"{stem}.tex", to_latex(wide, caption=caption))
+    atomic_write_text(f"{stem}.html", to_html(wide, caption=caption))
+    return [Path(f"{stem}.{ext}") for ext in ("csv", "md", "tex", "html")]

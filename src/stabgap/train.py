@@ -18,7 +18,6 @@ iteration); `Trainer.log()` turns them into the tidy per-iteration table.
 from __future__ import annotations
 
 import hashlib
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -112,6 +111,7 @@ class Trainer:
         self.rec_test_loss = torch.zeros(E, n, dtype=torch.float64, device=dev)
         self.rec_eval_passes = torch.ones(E, dtype=torch.long)
         self.iteration = 0  # iterations completed
+        self.diverged_at: int | None = None  # first iteration with a non-finite loss or gain
         self.sampler: torch.Generator | None = None
 
     # ------------------------------------------------------------------ data
@@ -223,12 +223,31 @@ class Trainer:
         self.net.train()
 
     # ------------------------------------------------------------------ the whole run
+    DIVERGENCE_CHECK_EVERY = 25  # iterations between checks (a check syncs with the device)
+
+    def check_divergence(self) -> bool:
+        """NaN or inf in the training loss or a gain stops the run: the log keeps the iterations
+        before the first bad one, and `diverged_at` records it."""
+        lo = max(0, self.iteration - self.DIVERGENCE_CHECK_EVERY)
+        bad = ~(torch.isfinite(self.rec_train_loss[lo:self.iteration])
+                & torch.isfinite(self.rec_gain[lo:self.iteration]).all(dim=1))
+        if not bool(bad.any()):
+            return False
+        self.diverged_at = lo + int(bad.nonzero()[0, 0]) + 1
+        self.iteration = self.diverged_at - 1
+        return True
+
     def run(self, progress=sys.stderr) -> None:
         every = self.settings.progress_every or max(1, self.total_iters // 10)
         start = time.perf_counter()
         while self.iteration < self.total_iters:
             self.step()
             t = self.iteration
+            if (t % self.DIVERGENCE_CHECK_EVERY == 0 or t == self.total_iters) and self.check_divergence():
+                if progress is not None:
+                    print(f"[{self.stream.benchmark}/{self.method.name}/seed {self.seed}] DIVERGED: non-finite "
+                          f"loss or gain at iteration {self.diverged_at}; run stopped", file=progress, flush=True)
+                return
             if progress is not None and (t % every == 0 or t == self.total_iters):
                 row = self._eval_row.get(t)
                 acc1 = "   n/a"
@@ -274,7 +293,7 @@ class Trainer:
         return log.astype({"iteration": "int64", "context": "int64", "task": "int64", "n": "int64"})
 
     def diverged(self) -> bool:
-        return not math.isfinite(float(self.rec_train_loss[: self.iteration].sum()))
+        return self.diverged_at is not None
 
 
 def make_trainer(stream: Stream, method_name: str, method_settings: dict | None, settings: RunSettings,
@@ -343,6 +362,7 @@ def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr) -> dict
         "benchmark": run["benchmark"], "method": run["method"], "seed": run["seed"], "run": run,
         "config_hash": config_hash(run), "resolved_method": dataclasses_asdict(trainer.method),
         "n_contexts": trainer.n_contexts, "iterations": trainer.iteration, "diverged": trainer.diverged(),
+        "diverged_at": trainer.diverged_at, "total_iterations": trainer.total_iters,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "stream": str(stream_path), "stream_sha256": sha256_file(stream_path),
         "started": started.isoformat(), "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),

@@ -1,11 +1,13 @@
 # Helpers shared by the rules: config validation, paths, target lists, input functions.
 import json
+import re
 from pathlib import Path
 
 from stabgap.config import (
     ConfigError,
     check_config,
     data_root,
+    experiment_runs,
     run_config,
     validate_schema,
 )
@@ -21,14 +23,15 @@ except ConfigError as err:
 
 RESULTS = config["results"]
 BENCHMARKS = list(config["benchmarks"])
-METHODS = list(config["methods"])
-SEEDS = [int(s) for s in config["seeds"]]
 DATASETS = sorted({b["dataset"] for b in config["benchmarks"].values()})
+# experiment group -> (benchmark, variant, seed); a run shared by groups is one job
+GROUPS = experiment_runs(config)
+VARIANTS = sorted({v for runs in GROUPS.values() for _, v, _ in runs})
 TABLE_FILES = [
     f"table{n}_{family}.{ext}"
     for n in (1, 2)
     for family in ("task1_v1", "task1", "seen")
-    for ext in ("csv", "md", "tex")
+    for ext in ("csv", "md", "tex", "html")
 ]
 
 # Rules call the package from this checkout, also inside conda environments (--sdm conda), and
@@ -43,20 +46,25 @@ shell.prefix(
 wildcard_constraints:
     dataset="|".join(DATASETS),
     benchmark="|".join(BENCHMARKS),
-    method="|".join(METHODS),
+    method="|".join(re.escape(v) for v in VARIANTS),
     seed=r"\d+",
 
 
-def run_dir(benchmark, method, seed):
-    return f"{RESULTS}/runs/{benchmark}/{method}/seed{seed}"
+def run_dir(benchmark, variant, seed):
+    return f"{RESULTS}/runs/{benchmark}/{variant}/seed{seed}"
 
 
-def runs_of(benchmarks):
-    return [run_dir(b, m, s) for b in benchmarks for m in METHODS for s in SEEDS]
+def group_runs(group, benchmarks=None):
+    """Run folders of an experiment group (optionally only some of its benchmarks)."""
+    return [
+        run_dir(b, v, s)
+        for b, v, s in GROUPS.get(group, [])
+        if benchmarks is None or b in benchmarks
+    ]
 
 
-def run_files(benchmarks, names=("metrics.json", "summary.json", "log.parquet")):
-    return [f"{d}/{n}" for d in runs_of(benchmarks) for n in names]
+def files_of(run_dirs, names=("metrics.json", "summary.json", "log.parquet")):
+    return [f"{d}/{n}" for d in run_dirs for n in names]
 
 
 def stream_params(wildcards):
@@ -95,15 +103,48 @@ def figure_benchmarks(kind):
 
 
 def all_tables():
-    return [f"{RESULTS}/tables/{name}" for name in TABLE_FILES]
+    out = [f"{RESULTS}/tables/{name}" for name in TABLE_FILES]
+    if "ablations" in GROUPS:
+        out += [f"{RESULTS}/tables/ablations/{name}" for name in TABLE_FILES]
+    if "lr_sweep" in GROUPS:
+        out += [
+            f"{RESULTS}/tables/lr_sweep.{ext}" for ext in ("csv", "md", "tex", "html")
+        ]
+    return out
+
+
+def figure_files(name):
+    return [f"{RESULTS}/figures/{name}.{ext}" for ext in ("pdf", "png")]
 
 
 def all_figures():
-    out = []
+    out = figure_files("fig1_toy")
     for fig, kind in (
         ("fig2_class_incremental", "class_incremental"),
         ("fig3_domain_incremental", "domain_incremental"),
     ):
         if figure_benchmarks(kind):
-            out += [f"{RESULTS}/figures/{fig}.{ext}" for ext in ("pdf", "png")]
+            out += figure_files(fig)
+    if "ngm" in config["methods"]:
+        out += figure_files("fig4_gain_readout")
+    out += figure_files("fig5_train_accuracy") + figure_files("fig6_seen_tasks")
+    if "ablations" in GROUPS:
+        out += figure_files("fig7a_ablations")
+    if "lr_sweep" in GROUPS:
+        out += figure_files("fig7b_lr_sweep")
     return out
+
+
+# Runs (and the files of each) that the figures of rule figure_from_runs read.
+FIGURE_RUNS = {
+    "gain_readout": lambda: [d for d in group_runs("main") if "/ngm/" in d],
+    "train_accuracy": lambda: group_runs("main"),
+    "seen_tasks": lambda: group_runs("main"),
+    "lr_sweep": lambda: group_runs("lr_sweep"),
+}
+FIGURE_FILES = {
+    "gain_readout": ("summary.json", "log.parquet"),
+    "train_accuracy": ("summary.json", "log.parquet"),
+    "seen_tasks": ("summary.json", "log.parquet"),
+    "lr_sweep": ("summary.json", "metrics.json"),
+}

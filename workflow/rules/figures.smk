@@ -1,15 +1,33 @@
-# Stage 5: the paper's figures 2 (class-incremental) and 3 (domain-incremental): task-1 accuracy,
-# task-1 loss and NGM-SGD's output gain per iteration, seed-mean with a ±1 std band.
+# Stage 5: the paper's figures (SPEC §7), one rule each, PDF and PNG. Curves are seed means with a
+# ±1 std band, context switches marked, one fixed colour per method.
+
+
+rule figure_toy:
+    output:
+        multiext(f"{RESULTS}/figures/fig1_toy", ".pdf", ".png"),
+    log:
+        f"{RESULTS}/logs/figures/fig1_toy.log",
+    conda:
+        "../../envs/stabgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        seed=config["figures"]["toy_seed"],
+        stem=lambda w, output: output[0][: -len(".pdf")],
+    shell:
+        "python -m stabgap figure --kind toy --seed {params.seed} --out {params.stem} > {log} 2>&1"
 
 
 rule figure_curves:
     input:
-        lambda w: run_files(
-            figure_benchmarks(w.kind), names=("summary.json", "log.parquet")
+        lambda w: files_of(
+            group_runs("main", figure_benchmarks(w.kind)),
+            names=("summary.json", "log.parquet"),
         ),
     output:
-        pdf=f"{RESULTS}/figures/{{fig}}_{{kind}}.pdf",
-        png=f"{RESULTS}/figures/{{fig}}_{{kind}}.png",
+        multiext(f"{RESULTS}/figures/{{fig}}_{{kind}}", ".pdf", ".png"),
     log:
         f"{RESULTS}/logs/figures/{{fig}}_{{kind}}.log",
     wildcard_constraints:
@@ -22,13 +40,58 @@ rule figure_curves:
         mem_mb=2000,
         runtime=10,
     params:
-        runs=lambda w: runs_of(figure_benchmarks(w.kind)),
+        runs=lambda w: group_runs("main", figure_benchmarks(w.kind)),
         benchmarks=lambda w: figure_benchmarks(w.kind),
-        stem=lambda w, output: output.pdf[: -len(".pdf")],
         title=lambda w: w.kind.replace("_", "-").capitalize() + " benchmarks",
+        stem=lambda w, output: output[0][: -len(".pdf")],
     shell:
-        "python -m stabgap figure --benchmarks {params.benchmarks} --title {params.title:q}"
-        " --out {params.stem} {params.runs} > {log} 2>&1"
+        "python -m stabgap figure --kind curves --benchmarks {params.benchmarks}"
+        " --title {params.title:q} --out {params.stem} {params.runs} > {log} 2>&1"
+
+
+rule figure_ablations:
+    input:
+        files_of(group_runs("ablations"), names=("summary.json", "log.parquet")),
+    output:
+        multiext(f"{RESULTS}/figures/fig7a_ablations", ".pdf", ".png"),
+    log:
+        f"{RESULTS}/logs/figures/fig7a_ablations.log",
+    conda:
+        "../../envs/stabgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        runs=group_runs("ablations"),
+        benchmarks=(config.get("ablations") or {}).get("benchmarks", []),
+        stem=lambda w, output: output[0][: -len(".pdf")],
+    shell:
+        "python -m stabgap figure --kind curves --benchmarks {params.benchmarks}"
+        " --title 'Ablations' --out {params.stem} {params.runs} > {log} 2>&1"
+
+
+rule figure_from_runs:
+    input:
+        lambda w: files_of(FIGURE_RUNS[w.name](), names=FIGURE_FILES[w.name]),
+    output:
+        multiext(f"{RESULTS}/figures/{{fig}}_{{name}}", ".pdf", ".png"),
+    log:
+        f"{RESULTS}/logs/figures/{{fig}}_{{name}}.log",
+    wildcard_constraints:
+        fig="fig4|fig5|fig6|fig7b",
+        name="gain_readout|train_accuracy|seen_tasks|lr_sweep",
+    conda:
+        "../../envs/stabgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        runs=lambda w: FIGURE_RUNS[w.name](),
+        stem=lambda w, output: output[0][: -len(".pdf")],
+    shell:
+        "python -m stabgap figure --kind {wildcards.name} --out {params.stem} {params.runs} > {log} 2>&1"
 
 
 rule figures:

@@ -1,15 +1,16 @@
-# Stage 4: Table 1 (avg-ACC, avg-min-ACC, WC-ACC, avg-SG) and Table 2 (SG per switch), both metric
-# families, as CSV, Markdown and LaTeX, plus a manifest of the runs that went in.
+# Stage 4: Table 1 (avg-ACC, avg-min-ACC, WC-ACC, avg-SG) and Table 2 (SG per switch) for all three
+# aggregations, as CSV, Markdown, LaTeX and HTML, with a manifest of the runs that went in; the same
+# for the ablation group; and the learning-rate sweep's table.
 
 
 rule tables:
     input:
-        run_files(BENCHMARKS),
+        files_of(group_runs("main")),
     output:
         [f"{RESULTS}/tables/{name}" for name in TABLE_FILES],
         manifest=f"{RESULTS}/tables/manifest.json",
     log:
-        f"{RESULTS}/logs/tables.log",
+        f"{RESULTS}/logs/tables/main.log",
     conda:
         "../../envs/stabgap.yaml"
     threads: 1
@@ -17,10 +18,60 @@ rule tables:
         mem_mb=2000,
         runtime=10,
     params:
-        runs=runs_of(BENCHMARKS),
+        runs=group_runs("main"),
         ddof=config["metrics"]["std_ddof"],
         v1=lambda w: "--v1-layout" if config["tables"]["v1_layout"] else "",
         out_dir=lambda w, output: str(Path(output.manifest).parent),
     shell:
         "python -m stabgap tables --out-dir {params.out_dir} --ddof {params.ddof} {params.v1}"
         " {params.runs} > {log} 2>&1"
+
+
+rule tables_ablations:
+    input:
+        files_of(group_runs("ablations")),
+    output:
+        [f"{RESULTS}/tables/ablations/{name}" for name in TABLE_FILES],
+        manifest=f"{RESULTS}/tables/ablations/manifest.json",
+    log:
+        f"{RESULTS}/logs/tables/ablations.log",
+    conda:
+        "../../envs/stabgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        runs=group_runs("ablations"),
+        ddof=config["metrics"]["std_ddof"],
+        out_dir=lambda w, output: str(Path(output.manifest).parent),
+    shell:
+        "python -m stabgap tables --out-dir {params.out_dir} --ddof {params.ddof}"
+        " {params.runs} > {log} 2>&1"
+
+
+rule table_lr_sweep:
+    input:
+        files_of(group_runs("lr_sweep"), names=("metrics.json", "summary.json")),
+    output:
+        multiext(f"{RESULTS}/tables/lr_sweep", ".csv", ".md", ".tex", ".html"),
+    log:
+        f"{RESULTS}/logs/tables/lr_sweep.log",
+    conda:
+        "../../envs/stabgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        runs=group_runs("lr_sweep"),
+        ddof=config["metrics"]["std_ddof"],
+        stem=lambda w, output: output[0][: -len(".csv")],
+    shell:
+        "python -m stabgap sweep-table --out {params.stem} --ddof {params.ddof}"
+        " {params.runs} > {log} 2>&1"
+
+
+rule all_tables:
+    input:
+        all_tables(),

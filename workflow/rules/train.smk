@@ -29,6 +29,7 @@ rule train:
 rule metrics:
     input:
         log=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/log.parquet",
+        summary=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/summary.json",
     output:
         f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/metrics.json",
     log:
@@ -40,12 +41,12 @@ rule metrics:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m stabgap metrics --log {input.log} --out {output} > {log} 2>&1"
+        "python -m stabgap metrics --log {input.log} --summary {input.summary} --out {output} > {log} 2>&1"
 
 
 rule all_runs:
     input:
-        run_files(BENCHMARKS),
+        files_of(sorted({d for g in GROUPS for d in group_runs(g)})),
 
 
 # One target per benchmark: all its runs and their metrics (e.g. `snakemake benchmark_split_mnist`).
@@ -55,4 +56,4 @@ for _bench in BENCHMARKS:
         name:
             f"benchmark_{_bench}"
         input:
-            run_files([_bench]),
+            files_of(sorted({d for g in GROUPS for d in group_runs(g, [_bench])})),
