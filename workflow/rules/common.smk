@@ -11,6 +11,7 @@ from stabgap.config import (
     run_config,
     validate_schema,
 )
+from snakemake.io import report as report_item
 from stabgap.streams import get_benchmark
 
 try:
@@ -111,6 +112,20 @@ def all_tables():
             f"{RESULTS}/tables/lr_sweep.{ext}" for ext in ("csv", "md", "tex", "html")
         ]
     return out
+
+
+def table_outputs(folder, category):
+    """The table files of one group; the HTML versions go into the report."""
+    return [
+        (
+            report_item(
+                f"{folder}/{n}", caption="../report/tables.rst", category=category
+            )
+            if n.endswith(".html")
+            else f"{folder}/{n}"
+        )
+        for n in TABLE_FILES
+    ]
 
 
 def figure_files(name):

@@ -4,7 +4,12 @@
 
 rule figure_toy:
     output:
-        multiext(f"{RESULTS}/figures/fig1_toy", ".pdf", ".png"),
+        pdf=f"{RESULTS}/figures/fig1_toy.pdf",
+        png=report(
+            f"{RESULTS}/figures/fig1_toy.png",
+            caption="../report/fig1.rst",
+            category="Figures",
+        ),
     log:
         f"{RESULTS}/logs/figures/fig1_toy.log",
     conda:
@@ -15,7 +20,7 @@ rule figure_toy:
         runtime=10,
     params:
         seed=config["figures"]["toy_seed"],
-        stem=lambda w, output: output[0][: -len(".pdf")],
+        stem=lambda w, output: output.pdf[: -len(".pdf")],
     shell:
         "python -m stabgap figure --kind toy --seed {params.seed} --out {params.stem} > {log} 2>&1"
 
@@ -27,7 +32,12 @@ rule figure_curves:
             names=("summary.json", "log.parquet"),
         ),
     output:
-        multiext(f"{RESULTS}/figures/{{fig}}_{{kind}}", ".pdf", ".png"),
+        pdf=f"{RESULTS}/figures/{{fig}}_{{kind}}.pdf",
+        png=report(
+            f"{RESULTS}/figures/{{fig}}_{{kind}}.png",
+            caption="../report/curves.rst",
+            category="Figures",
+        ),
     log:
         f"{RESULTS}/logs/figures/{{fig}}_{{kind}}.log",
     wildcard_constraints:
@@ -43,7 +53,7 @@ rule figure_curves:
         runs=lambda w: group_runs("main", figure_benchmarks(w.kind)),
         benchmarks=lambda w: figure_benchmarks(w.kind),
         title=lambda w: w.kind.replace("_", "-").capitalize() + " benchmarks",
-        stem=lambda w, output: output[0][: -len(".pdf")],
+        stem=lambda w, output: output.pdf[: -len(".pdf")],
     shell:
         "python -m stabgap figure --kind curves --benchmarks {params.benchmarks}"
         " --title {params.title:q} --out {params.stem} {params.runs} > {log} 2>&1"
@@ -53,7 +63,12 @@ rule figure_ablations:
     input:
         files_of(group_runs("ablations"), names=("summary.json", "log.parquet")),
     output:
-        multiext(f"{RESULTS}/figures/fig7a_ablations", ".pdf", ".png"),
+        pdf=f"{RESULTS}/figures/fig7a_ablations.pdf",
+        png=report(
+            f"{RESULTS}/figures/fig7a_ablations.png",
+            caption="../report/ablations.rst",
+            category="Figures",
+        ),
     log:
         f"{RESULTS}/logs/figures/fig7a_ablations.log",
     conda:
@@ -65,7 +80,7 @@ rule figure_ablations:
     params:
         runs=group_runs("ablations"),
         benchmarks=(config.get("ablations") or {}).get("benchmarks", []),
-        stem=lambda w, output: output[0][: -len(".pdf")],
+        stem=lambda w, output: output.pdf[: -len(".pdf")],
     shell:
         "python -m stabgap figure --kind curves --benchmarks {params.benchmarks}"
         " --title 'Ablations' --out {params.stem} {params.runs} > {log} 2>&1"
@@ -75,7 +90,12 @@ rule figure_from_runs:
     input:
         lambda w: files_of(FIGURE_RUNS[w.name](), names=FIGURE_FILES[w.name]),
     output:
-        multiext(f"{RESULTS}/figures/{{fig}}_{{name}}", ".pdf", ".png"),
+        pdf=f"{RESULTS}/figures/{{fig}}_{{name}}.pdf",
+        png=report(
+            f"{RESULTS}/figures/{{fig}}_{{name}}.png",
+            caption="../report/from_runs.rst",
+            category="Figures",
+        ),
     log:
         f"{RESULTS}/logs/figures/{{fig}}_{{name}}.log",
     wildcard_constraints:
@@ -89,7 +109,7 @@ rule figure_from_runs:
         runtime=20,
     params:
         runs=lambda w: FIGURE_RUNS[w.name](),
-        stem=lambda w, output: output[0][: -len(".pdf")],
+        stem=lambda w, output: output.pdf[: -len(".pdf")],
     shell:
         "python -m stabgap figure --kind {wildcards.name} --out {params.stem} {params.runs} > {log} 2>&1"
 

@@ -7,7 +7,7 @@ rule tables:
     input:
         files_of(group_runs("main")),
     output:
-        [f"{RESULTS}/tables/{name}" for name in TABLE_FILES],
+        table_outputs(f"{RESULTS}/tables", "Tables"),
         manifest=f"{RESULTS}/tables/manifest.json",
     log:
         f"{RESULTS}/logs/tables/main.log",
@@ -31,7 +31,7 @@ rule tables_ablations:
     input:
         files_of(group_runs("ablations")),
     output:
-        [f"{RESULTS}/tables/ablations/{name}" for name in TABLE_FILES],
+        table_outputs(f"{RESULTS}/tables/ablations", "Ablation tables"),
         manifest=f"{RESULTS}/tables/ablations/manifest.json",
     log:
         f"{RESULTS}/logs/tables/ablations.log",
@@ -54,7 +54,12 @@ rule table_lr_sweep:
     input:
         files_of(group_runs("lr_sweep"), names=("metrics.json", "summary.json")),
     output:
-        multiext(f"{RESULTS}/tables/lr_sweep", ".csv", ".md", ".tex", ".html"),
+        multiext(f"{RESULTS}/tables/lr_sweep", ".csv", ".md", ".tex"),
+        html=report(
+            f"{RESULTS}/tables/lr_sweep.html",
+            caption="../report/tables.rst",
+            category="Learning-rate sweep",
+        ),
     log:
         f"{RESULTS}/logs/tables/lr_sweep.log",
     conda:
