@@ -232,3 +232,16 @@ def test_resnet_benchmark_through_the_workflow_from_staged_cifar_files(tmp_path)
     assert (res / "figures" / "fig2_class_incremental.png").stat().st_size > 10_000
     assert not (res / "figures" / "fig3_domain_incremental.png").exists()
     assert "split_cifar10" in (res / "tables" / "table1_seen.md").read_text()
+
+
+def test_report_holds_every_figure_and_table_with_captions(tiny_run):
+    work, cfg, _ = tiny_run
+    report = work / "report.html"
+    snakemake(work, "--configfile", str(cfg), "--report", str(report))
+    text = report.read_text()
+    for caption in ("Figure 1: the 1-D toy model", "Figure 2: class-incremental", "Figure 3: domain-incremental",
+                    "Figure 4: gain as a read-out", "Figure 5: training-batch accuracy", "Figure 6: test accuracy",
+                    "Figure 7a: the ablation group", "Figure 7b: learning-rate sweep", "Tables 1 and 2"):
+        assert caption in text, caption
+    for name in ("fig1_toy.png", "fig6_seen_tasks.png", "fig7b_lr_sweep.png", "table1_seen.html", "lr_sweep.html"):
+        assert name in text, name
