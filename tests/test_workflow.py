@@ -245,3 +245,25 @@ def test_report_holds_every_figure_and_table_with_captions(tiny_run):
         assert caption in text, caption
     for name in ("fig1_toy.png", "fig6_seen_tasks.png", "fig7b_lr_sweep.png", "table1_seen.html", "lr_sweep.html"):
         assert name in text, name
+
+
+def test_reproducibility_check_reproduces_and_flags_a_tampered_log(tiny_run, tmp_path):
+    import shutil
+
+    work, cfg, _ = tiny_run
+    snakemake(work, "--configfile", str(cfg), "--cores", "2", "repro_check")
+    report = json.loads((work / "results" / "reproducibility" / "report.json").read_text())
+    assert len(report["results"]) == 2 and all(r["verdict"] == "reproduced" for r in report["results"])
+
+    run = work / "results" / "runs" / "split_mnist" / "ngm" / "seed1"
+    copy = tmp_path / "seed1"
+    shutil.copytree(run, copy)
+    log = pd.read_parquet(copy / "log.parquet")
+    log.loc[5, "accuracy"] += 1.0  # one number changed after the fact
+    log.to_parquet(copy / "log.parquet", index=False)
+    out = subprocess.run([sys.executable, "-m", "stabgap", "repro-check", "--out", str(tmp_path / "rep"),
+                          "--sample", "1", "--strict", str(copy)], capture_output=True, text=True, cwd=work)
+    assert out.returncode == 2, out.stdout + out.stderr
+    result = json.loads((tmp_path / "rep.json").read_text())["results"][0]
+    assert result["verdict"] == "DIFFERS" and not result["identical"] and not result["stored_sha256_ok"]
+    assert result["max_abs_diff"] == pytest.approx(1.0)

@@ -46,9 +46,17 @@ def cmd_stream(a) -> None:
 def cmd_train(a) -> None:
     from .train import train_and_save
 
-    summary = train_and_save(_json(a.run), a.stream, a.out_dir)
+    import os
+
+    every = a.checkpoint_every if a.checkpoint_every is not None else int(os.environ.get(CKPT_EVERY_ENV, "0"))
+    keep = a.keep_checkpoint or os.environ.get(CKPT_KEEP_ENV, "") == "1"
+    summary = train_and_save(_json(a.run), a.stream, a.out_dir, checkpoint_path=a.checkpoint,
+                             checkpoint_every=every, keep_checkpoint=keep)
     print(f"wrote {a.out_dir}/log.parquet ({summary['iterations']} iterations in {summary['train_seconds']} s, "
           f"device {summary['device']}, diverged: {summary['diverged']})")
+
+
+CKPT_EVERY_ENV, CKPT_KEEP_ENV = "STABGAP_CHECKPOINT_EVERY", "STABGAP_KEEP_CHECKPOINTS"
 
 
 def cmd_metrics(a) -> None:
@@ -122,6 +130,18 @@ def cmd_run(a) -> None:
           f"{summary['iterations']} iterations in {summary['train_seconds']} s on {summary['device']}")
 
 
+def cmd_repro(a) -> None:
+    from .repro import reproducibility_check
+
+    results = reproducibility_check(a.runs, a.out, sample=a.sample, seed=a.seed, atol=a.atol)
+    for r in results:
+        print(f"{r['verdict']:>12}  {r['run']}")
+    bad = [r for r in results if r["verdict"] == "DIFFERS"]
+    print(f"wrote {a.out}.json and {a.out}.md: {len(results)} re-run, {len(bad)} differ")
+    if bad and a.strict:
+        raise SystemExit(2)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="stabgap", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,6 +166,10 @@ def main(argv=None) -> None:
     s.add_argument("--run", required=True, help="the resolved run settings as JSON (stabgap.config.run_config)")
     s.add_argument("--stream", required=True)
     s.add_argument("--out-dir", required=True)
+    s.add_argument("--checkpoint", default=None, help="checkpoint file: resumed from if it exists, removed at the end")
+    s.add_argument("--checkpoint-every", type=int, default=None,
+                   help="iterations between checkpoints (default: $STABGAP_CHECKPOINT_EVERY, else 0 = none)")
+    s.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint of a finished run")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("metrics", help="a run's log -> metrics.json (both families)")
@@ -176,6 +200,15 @@ def main(argv=None) -> None:
     s.add_argument("--out", required=True, help="output path without extension")
     s.add_argument("runs", nargs="*")
     s.set_defaults(func=cmd_figure)
+
+    s = sub.add_parser("repro-check", help="re-run a sample of finished runs and compare their logs")
+    s.add_argument("--out", required=True, help="report path without extension (.json and .md are written)")
+    s.add_argument("--sample", type=int, default=2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--atol", type=float, default=1e-4, help="tolerance across device types")
+    s.add_argument("--strict", action="store_true", help="exit with status 2 if a run differs")
+    s.add_argument("runs", nargs="+")
+    s.set_defaults(func=cmd_repro)
 
     s = sub.add_parser("run", help="one benchmark × method × seed by hand, outside Snakemake")
     s.add_argument("--config", default="config.yaml")

@@ -102,6 +102,24 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"{where}: method {m!r} is not under methods: ({', '.join(config['methods'])})")
 
 
+def missing_raw_data(config: dict, results: str, names=None) -> list[str]:
+    """For each dataset (of `names`, default all) whose canonical file is not built yet and whose
+    raw files cannot be downloaded: what is missing, and where to put it."""
+    from .datasets import missing_raw_files
+
+    out = []
+    for name, ds in config["datasets"].items():
+        if names is not None and name not in names:
+            continue
+        if (Path(results) / "data" / f"{name}.pt").exists():
+            continue
+        source_dir = Path(data_root(config)) / name
+        options = {k: v for k, v in ds.items() if k != "builder"}
+        for item in missing_raw_files(ds["builder"], source_dir, **options):
+            out.append(f"datasets.{name}: {item}")
+    return out
+
+
 def data_root(config: dict) -> str:
     """Where raw dataset files live: $STABGAP_DATA_ROOT, else the config's `data_root`."""
     return os.environ.get(DATA_ROOT_ENV) or config["data_root"]

@@ -1126,6 +1126,21 @@ DATASETS = {
 }
 
 
+def missing_raw_files(name, source_dir, download=False, **_opts) -> list[str]:
+    """What a builder would miss in `source_dir` without a download: one line per missing item,
+    saying where to put it (empty when everything is there, or when it will be downloaded)."""
+    source_dir = Path(source_dir)
+    if name == "mnist" and not download:
+        return [f"{n}(.gz) is not in {source_dir}" for n, p in find_mnist_files(source_dir).items() if p is None]
+    if name in CIFAR_LAYOUTS and not download and not cifar_is_staged(source_dir, name):
+        layout = CIFAR_LAYOUTS[name]
+        return [f"neither {layout.archive} nor its extracted folder is in {source_dir}"]
+    if name == "miniimagenet":
+        return [f"{f} is not in {source_dir} (no download exists: stage it by hand)"
+                for f in MINIIMAGENET_FILES if not (source_dir / f).exists()]
+    return []
+
+
 def build_canonical(name, out_path, source_dir=None, **opts):
     """Build dataset `name` (a key of DATASETS) from its sources and write the canonical file
     `out_path` plus manifest. opts go to the builder. Returns the manifest dict."""

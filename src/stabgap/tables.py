@@ -50,7 +50,9 @@ def load_runs(run_dirs) -> list[dict]:
         runs.append({"dir": str(d), "benchmark": summary["benchmark"],
                      "method": summary["run"].get("variant", summary["method"]), "base": summary["method"],
                      "seed": summary["seed"], "diverged": bool(summary.get("diverged", False)),
-                     "metrics": json.loads((d / "metrics.json").read_text())})
+                     "metrics": json.loads((d / "metrics.json").read_text()),
+                     "provenance": {k: summary.get(k) for k in ("config_hash", "log_sha256", "git_commit", "git_dirty",
+                                                                 "device", "threads", "finished")}})
     return runs
 
 
@@ -210,7 +212,8 @@ def write_tables(run_dirs, out_dir, ddof: int = 0, v1_layout: bool = False) -> l
             atomic_write_text(f"{stem}.tex", to_latex(wide, b, CAPTIONS[family]))
             atomic_write_text(f"{stem}.html", to_html(wide, b, CAPTIONS[family]))
             written += [Path(f"{stem}.{ext}") for ext in ("csv", "md", "tex", "html")]
-    manifest = {"runs": [{k: r[k] for k in ("benchmark", "method", "seed", "diverged", "dir")} for r in runs],
+    manifest = {"runs": [{**{k: r[k] for k in ("benchmark", "method", "seed", "diverged", "dir")}, **r["provenance"]}
+                         for r in runs],
                 "std_ddof": ddof, "v1_layout": v1_layout}
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1))
     return written

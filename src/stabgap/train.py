@@ -237,9 +237,38 @@ class Trainer:
         self.iteration = self.diverged_at - 1
         return True
 
-    def run(self, progress=sys.stderr) -> None:
+    # ------------------------------------------------------------------ checkpoints
+    RECORDS = ("rec_train_loss", "rec_train_correct", "rec_entropy", "rec_gain", "rec_lr", "rec_test_correct",
+               "rec_test_loss", "rec_eval_passes")
+
+    def state_dict(self) -> dict:
+        """Everything the rest of the run depends on: model (weights, BatchNorm statistics, gains, the
+        kept entropy), optimizer state, lr multiplier, random generators, and the log so far."""
+        return {"iteration": self.iteration, "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "lr_mult": self.lr_mult, "sampler": None if self.sampler is None else self.sampler.get_state(),
+                "test_aug_gen": self.test_aug_gen.get_state(), "diverged_at": self.diverged_at,
+                "records": {name: getattr(self, name) for name in self.RECORDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_mult = state["lr_mult"]
+        self.sampler = None
+        if state["sampler"] is not None:
+            self.sampler = torch.Generator()
+            self.sampler.set_state(state["sampler"])
+        self.test_aug_gen.set_state(state["test_aug_gen"])
+        self.diverged_at = state["diverged_at"]
+        for name, value in state["records"].items():
+            getattr(self, name).copy_(value)
+        self.iteration = int(state["iteration"])
+
+    def run(self, progress=sys.stderr, checkpoint=None, checkpoint_every: int = 0) -> None:
+        """Train to the end (or to divergence). `checkpoint(trainer)` is called every
+        `checkpoint_every` iterations (0: never) so a killed job can resume from there."""
         every = self.settings.progress_every or max(1, self.total_iters // 10)
         start = time.perf_counter()
+        first = self.iteration
         while self.iteration < self.total_iters:
             self.step()
             t = self.iteration
@@ -254,11 +283,13 @@ class Trainer:
                 if row is not None:
                     n1 = self.test_sizes[0] * int(self.rec_eval_passes[row])
                     acc1 = f"{100.0 * float(self.rec_test_correct[row, 0]) / n1:6.2f}%"
-                rate = t / max(time.perf_counter() - start, 1e-9)
+                rate = (t - first) / max(time.perf_counter() - start, 1e-9)
                 print(f"[{self.stream.benchmark}/{self.method.name}/seed {self.seed}] iter {t}/{self.total_iters} "
                       f"context {self.context_of(t)}/{self.n_contexts} train loss {float(self.rec_train_loss[t - 1]):.4f} "
                       f"task-1 acc {acc1} gain {float(self.rec_gain[t - 1, -1]):.4f} ({rate:.0f} it/s)",
                       file=progress, flush=True)
+            if checkpoint is not None and checkpoint_every and t % checkpoint_every == 0 and t < self.total_iters:
+                checkpoint(self)
 
     def log(self) -> pd.DataFrame:
         """The tidy per-iteration log: one 'train' row per iteration (task 0) and one 'test' row per
@@ -326,8 +357,45 @@ def provenance() -> dict:
     return info
 
 
-def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr) -> dict:
-    """Train one (benchmark, method, seed) run and write `log.parquet` and `summary.json` atomically."""
+def save_checkpoint(trainer: Trainer, path, run_hash: str, train_seconds: float) -> None:
+    """Atomically (a kill mid-write leaves the previous checkpoint intact)."""
+    import io
+
+    from .fileio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save({"run_hash": run_hash, "train_seconds": train_seconds, "trainer": trainer.state_dict()}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path, run_hash: str, device: torch.device, progress=sys.stderr) -> dict | None:
+    """The checkpoint at `path` if it belongs to a run with these exact settings, else None (a
+    checkpoint of other settings is removed, never resumed from)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # a truncated or corrupted checkpoint: start over, say so
+        print(f"checkpoint {path} is unreadable ({err}); starting from iteration 0", file=progress)
+        path.unlink()
+        return None
+    if state.get("run_hash") != run_hash:
+        print(f"checkpoint {path} belongs to other settings; removed, starting from iteration 0", file=progress)
+        path.unlink()
+        return None
+    return state
+
+
+def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr, checkpoint_path=None,
+                   checkpoint_every: int = 0, keep_checkpoint: bool = False) -> dict:
+    """Train one (benchmark, method, seed) run and write `log.parquet` and `summary.json` atomically.
+
+    With `checkpoint_path`, the state is saved there every `checkpoint_every` iterations and a rerun
+    resumes from it; on a CPU at the same thread count the resumed log is byte-identical to an
+    uninterrupted run's. The checkpoint is removed at the end unless `keep_checkpoint`."""
     import datetime
     import io
     import json
@@ -350,26 +418,42 @@ def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr) -> dict
                            eval_every=run["eval_every"], eval_subset=run["eval_subset"],
                            eval_batch_size=run["eval_batch_size"], test_augment=run.get("test_augment", False))
     trainer = make_trainer(stream, run["method"], run["method_settings"], settings, run["seed"], run["device"])
+    run_hash = config_hash(run)
+    before, resumed_from = 0.0, None
+    state = load_checkpoint(checkpoint_path, run_hash, device, progress) if checkpoint_path else None
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        before, resumed_from = state["train_seconds"], trainer.iteration
+        print(f"resumed from checkpoint {checkpoint_path} at iteration {resumed_from}", file=progress, flush=True)
     t0 = time.perf_counter()
-    trainer.run(progress=progress)
-    wall = time.perf_counter() - t0
+
+    def checkpoint(tr: Trainer) -> None:
+        save_checkpoint(tr, checkpoint_path, run_hash, before + time.perf_counter() - t0)
+
+    trainer.run(progress=progress, checkpoint=checkpoint if checkpoint_path else None,
+                checkpoint_every=checkpoint_every)
+    wall = before + time.perf_counter() - t0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     trainer.log().to_parquet(buf, index=False)
     atomic_write_bytes(out_dir / "log.parquet", buf.getvalue())
+    log_sha256 = hashlib.sha256(buf.getvalue()).hexdigest()
     summary = {
         "benchmark": run["benchmark"], "method": run["method"], "seed": run["seed"], "run": run,
-        "config_hash": config_hash(run), "resolved_method": dataclasses_asdict(trainer.method),
+        "config_hash": run_hash, "resolved_method": dataclasses_asdict(trainer.method), "resumed_from": resumed_from,
         "n_contexts": trainer.n_contexts, "iterations": trainer.iteration, "diverged": trainer.diverged(),
         "diverged_at": trainer.diverged_at, "total_iterations": trainer.total_iters,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "stream": str(stream_path), "stream_sha256": sha256_file(stream_path),
+        "log_sha256": log_sha256,
         "started": started.isoformat(), "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "train_seconds": round(wall, 3), "iterations_per_second": round(trainer.iteration / max(wall, 1e-9), 2),
         **provenance(),
     }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    if checkpoint_path and not keep_checkpoint:
+        Path(checkpoint_path).unlink(missing_ok=True)
     return summary
 
 

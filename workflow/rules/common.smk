@@ -8,6 +8,7 @@ from stabgap.config import (
     check_config,
     data_root,
     experiment_runs,
+    missing_raw_data,
     run_config,
     validate_schema,
 )
@@ -23,6 +24,7 @@ except ConfigError as err:
     raise WorkflowError(f"{err}\n(fix the config file and rerun; nothing was run)")
 
 RESULTS = config["results"]
+
 BENCHMARKS = list(config["benchmarks"])
 DATASETS = sorted({b["dataset"] for b in config["benchmarks"].values()})
 # experiment group -> (benchmark, variant, seed); a run shared by groups is one job
@@ -41,6 +43,8 @@ shell.prefix(
     "set -euo pipefail; "
     f"export PYTHONPATH={Path(workflow.basedir) / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     f"export STABGAP_DATA_ROOT={Path(data_root(config)).resolve()}; "
+    f"export STABGAP_CHECKPOINT_EVERY={config['compute']['checkpoint_every']}; "
+    f"export STABGAP_KEEP_CHECKPOINTS={int(config['compute']['keep_checkpoints'])}; "
 )
 
 
@@ -66,6 +70,19 @@ def group_runs(group, benchmarks=None):
 
 def files_of(run_dirs, names=("metrics.json", "summary.json", "log.parquet")):
     return [f"{d}/{n}" for d in run_dirs for n in names]
+
+
+def raw_data_present(wildcards):
+    """Input function of the data rule (evaluated while planning, only for datasets the targets
+    need): raw files that cannot be downloaded must be there before any job starts. Not checked in
+    a dry run, which must plan the full config on machines without the data."""
+    if not workflow.dryrun:
+        missing = missing_raw_data(config, RESULTS, [wildcards.dataset])
+        if missing:
+            raise WorkflowError(
+                "raw data missing (nothing was run):\n  " + "\n  ".join(missing)
+            )
+    return []
 
 
 def stream_params(wildcards):

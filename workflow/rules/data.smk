@@ -4,6 +4,8 @@
 
 
 rule data:
+    input:
+        raw_data_present,
     output:
         data=f"{RESULTS}/data/{{dataset}}.pt",
         manifest=f"{RESULTS}/data/{{dataset}}.pt.manifest.json",

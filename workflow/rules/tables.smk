@@ -80,3 +80,29 @@ rule table_lr_sweep:
 rule all_tables:
     input:
         all_tables(),
+
+
+# Not part of `all`: re-runs a sample of finished runs and reports any whose log differs from the
+# stored one (`snakemake repro_check`; add `--forcerun repro_check` to draw again).
+rule repro_check:
+    input:
+        files_of(group_runs("main"), names=("summary.json", "log.parquet")),
+    output:
+        multiext(f"{RESULTS}/reproducibility/report", ".json", ".md"),
+    log:
+        f"{RESULTS}/logs/repro_check.log",
+    conda:
+        "../../envs/stabgap.yaml"
+    threads: config["compute"]["threads"]
+    resources:
+        mem_mb=config["compute"]["train_mem_mb"],
+        runtime=config["compute"]["train_runtime_min"],
+    params:
+        runs=group_runs("main"),
+        sample=config["reproducibility"]["sample"],
+        seed=config["reproducibility"]["seed"],
+        atol=config["reproducibility"]["atol"],
+        stem=lambda w, output: output[0][: -len(".json")],
+    shell:
+        "python -m stabgap repro-check --out {params.stem} --sample {params.sample} --seed {params.seed}"
+        " --atol {params.atol} {params.runs} > {log} 2>&1"

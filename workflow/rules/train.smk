@@ -21,9 +21,11 @@ rule train:
     params:
         run=run_params,
         out_dir=lambda w, output: str(Path(output.log).parent),
+        # outside the declared outputs, so Snakemake never deletes it; a rerun resumes from it
+        checkpoint=lambda w: f"{RESULTS}/checkpoints/{w.benchmark}/{w.method}/seed{w.seed}.pt",
     shell:
         "python -m stabgap train --run {params.run:q} --stream {input.stream}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        " --out-dir {params.out_dir} --checkpoint {params.checkpoint:q} >> {log} 2>&1"
 
 
 rule metrics:

@@ -1,0 +1,183 @@
+"""Reliability: resume after a kill, bad input, corrupted files, divergence (issue: reliability)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from stabgap.config import ConfigError, load_config, run_config
+from stabgap.datasets import DataError, build_canonical, load_canonical
+from stabgap.streams import build_stream_file, load_stream
+from stabgap.train import RunSettings, Trainer, make_trainer
+
+DEMO = "configs/demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def stream_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rel")
+    build_canonical("mnist5k", d / "mnist5k.pt")
+    build_stream_file("split_mnist", d / "mnist5k.pt", d / "split.pt", {"classes": [[0, 1], [2, 3], [4, 5]]})
+    return d / "split.pt"
+
+
+def run_for(method, iters=150, **extra):
+    config = load_config(DEMO)
+    run = run_config(config, "split_mnist", method, 42)
+    run.update(iters_per_context=iters, **extra)
+    return run
+
+
+def train_cmd(run, stream, out, *extra):
+    return [sys.executable, "-m", "stabgap", "train", "--run", json.dumps(run), "--stream", str(stream),
+            "--out-dir", str(out), *extra]
+
+
+def test_killed_training_resumes_to_a_byte_identical_log(stream_file, tmp_path):
+    run = run_for("ngm", iters=300)
+    reference = subprocess.run(train_cmd(run, stream_file, tmp_path / "ref"), capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+
+    ckpt = tmp_path / "ckpt" / "run.pt"
+    cmd = train_cmd(run, stream_file, tmp_path / "resumed", "--checkpoint", str(ckpt), "--checkpoint-every", "40")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert ckpt.exists(), "no checkpoint was written"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)  # a real kill of a real process, mid-run
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "resumed" / "log.parquet").exists()
+    assert ckpt.exists()
+
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resumed from checkpoint" in again.stderr
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["resumed_from"] >= 40 and summary["resumed_from"] % 40 == 0
+    assert (tmp_path / "resumed" / "log.parquet").read_bytes() == (tmp_path / "ref" / "log.parquet").read_bytes()
+    assert not ckpt.exists()  # removed once the run is finished
+
+
+@pytest.mark.parametrize("method", ["adam_reset", "entropy_lr", "msgd"])
+def test_state_dict_round_trip_continues_exactly(stream_file, method):
+    """Optimizer moments, the lr multiplier and the sampler position survive a checkpoint."""
+    torch.set_num_threads(1)
+    stream = load_stream(stream_file)
+    settings = RunSettings(iters_per_context=30, batch_size=32, eta=0.4)
+    ref = make_trainer(stream, method, None, settings, 7, "cpu")
+    ref.run(progress=None)
+    first = make_trainer(stream, method, None, settings, 7, "cpu")
+    while first.iteration < 45:  # mid-context 2, after an oracle reset
+        first.step()
+    state = first.state_dict()
+    second = make_trainer(stream, method, None, settings, 7, "cpu")
+    second.load_state_dict(state)
+    second.run(progress=None)
+    assert second.log().equals(ref.log())
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(stream_file, tmp_path):
+    ckpt = tmp_path / "c.pt"
+    run = run_for("sgd", iters=60)
+    out = subprocess.run(train_cmd(run, stream_file, tmp_path / "a", "--checkpoint", str(ckpt), "--checkpoint-every",
+                                   "50", "--keep-checkpoint"), capture_output=True, text=True)
+    assert out.returncode == 0 and ckpt.exists()
+    run["method_settings"]["lr"] = 0.02
+    out = subprocess.run(train_cmd(run, stream_file, tmp_path / "b", "--checkpoint", str(ckpt)),
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "belongs to other settings" in out.stderr
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["resumed_from"] is None
+
+
+def bad(tmp_path, change):
+    config = yaml.safe_load(open(DEMO))
+    change(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    return str(err.value)
+
+
+def test_bad_configs_name_the_key_the_value_and_what_is_allowed(tmp_path):
+    def unknown_benchmark(c):
+        c["benchmarks"]["split_mnsit"] = c["benchmarks"].pop("split_mnist")
+    msg = bad(tmp_path, unknown_benchmark)
+    assert "benchmarks.split_mnsit" in msg and "split_mnist" in msg
+
+    msg = bad(tmp_path, lambda c: c["methods"].update(ngmsgd={"lr": 0.1}))
+    assert "methods.ngmsgd" in msg and "unknown method 'ngmsgd'" in msg and "ngm" in msg
+
+    msg = bad(tmp_path, lambda c: c["benchmarks"]["split_mnist"].update(iters_per_contxt=5))
+    assert "benchmarks.split_mnist" in msg and "iters_per_contxt" in msg
+
+    msg = bad(tmp_path, lambda c: c.update(seed=[1]))
+    assert "seed" in msg and "Additional properties" in msg
+
+    msg = bad(tmp_path, lambda c: c["methods"]["sgd"].update(lr=-0.1))
+    assert "methods.sgd.lr" in msg and "-0.1" in msg
+
+    msg = bad(tmp_path, lambda c: c["methods"]["ngm"].update(gamma=1.0))
+    assert "methods.ngm.gamma" in msg and "1.0" in msg
+
+    msg = bad(tmp_path, lambda c: c.update(seeds=[42, "x"]))
+    assert "seeds.1" in msg and "'x'" in msg and "integer" in msg
+
+    msg = bad(tmp_path, lambda c: c["datasets"]["mnist5k"].update(test_per_klass=3))
+    assert "datasets.mnist5k.test_per_klass" in msg and "test_per_class" in msg
+
+
+def test_missing_raw_data_stops_the_workflow_before_any_job(tmp_path):
+    config = {"results": "results", "data_root": str(tmp_path / "raw"),
+              "datasets": {"mnist": {"builder": "mnist", "download": False}},
+              "benchmarks": {"split_mnist": {"dataset": "mnist", "iters_per_context": 2, "batch_size": 4, "eta": 0.4}},
+              "methods": {"sgd": None}, "seeds": [1]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", f"{repo}/Snakefile", "--directory", str(tmp_path),
+                          "--configfile", str(tmp_path / "c.yaml"), "--cores", "1"], capture_output=True, text=True)
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "raw data missing" in text and "train-images-idx3-ubyte" in text and str(tmp_path / "raw" / "mnist") in text
+    assert not (tmp_path / "results").exists()
+
+
+def test_corrupted_canonical_and_stream_files_are_detected(stream_file, tmp_path):
+    data = stream_file.parent / "mnist5k.pt"
+    for path, loader in ((data, load_canonical), (stream_file, load_stream)):
+        copy = tmp_path / path.name
+        copy.write_bytes(path.read_bytes())
+        for side in path.parent.glob(path.name + ".*json"):
+            (tmp_path / side.name).write_bytes(side.read_bytes())
+        loader(copy)  # intact: loads
+        raw = bytearray(copy.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        copy.write_bytes(bytes(raw))
+        with pytest.raises(DataError, match="corrupted"):
+            loader(copy)
+    # and a training job refuses the corrupted stream, naming it
+    out = subprocess.run(train_cmd(run_for("sgd", iters=5), tmp_path / stream_file.name, tmp_path / "o"),
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "corrupted" in out.stderr and stream_file.name in out.stderr
+    assert not (tmp_path / "o" / "log.parquet").exists()
+
+
+def test_absurd_learning_rate_diverges_and_stops_the_run(stream_file):
+    stream = load_stream(stream_file)
+    tr = make_trainer(stream, "sgd", {"lr": 1e8}, RunSettings(iters_per_context=100, batch_size=32, eta=0.4),
+                      1, "cpu")
+    tr.run(progress=None)
+    assert tr.diverged() and tr.diverged_at is not None and tr.diverged_at <= 100
+    log = tr.log()
+    assert log.iteration.max() == tr.diverged_at - 1
+    assert torch.isfinite(torch.tensor(log[log.split == "train"].loss.to_numpy())).all()
+    assert isinstance(tr, Trainer)
