@@ -190,3 +190,11 @@ def test_resnet_training_path_on_a_small_rgb_stream(test_augment):
     assert log[log.split == "train"].gain_head.iloc[1] > 1.0
     assert tr.optimizer.param_groups[0]["momentum"] == 0.0 and tr.optimizer.param_groups[1]["momentum"] == 0.9
     assert all(torch.isfinite(torch.tensor(log.loss.to_numpy())))
+
+
+def test_task1_only_evaluation_scope(split):
+    tr = trained(split, "sgd", I=10, eval_scope="task1")
+    test = tr.log().query("split == 'test'")
+    assert set(test.task) == {1} and len(test) == 30
+    full = trained(split, "sgd", I=10).log().query("split == 'test' and task == 1")
+    assert test.accuracy.to_numpy().tolist() == full.accuracy.to_numpy().tolist()

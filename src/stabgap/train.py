@@ -46,6 +46,8 @@ class RunSettings:
     # v1 CIFAR protocol: augment the test images freshly at every evaluation and, in context k,
     # evaluate k passes and pool them (SPEC §5). Off: one clean pass.
     test_augment: bool = False
+    # "seen": evaluate every task seen so far (this reproduction); "task1": task 1 only, as the v1 code did
+    eval_scope: str = "seen"
 
 
 def derive_seed(*parts: int) -> int:
@@ -197,11 +199,13 @@ class Trainer:
         """All seen tasks (1..k) in one pass over the prefix of the task-ordered test set
         (k pooled passes over freshly augmented images under the v1 test-augmentation protocol)."""
         self.net.eval()
+        passes = k if self.settings.test_augment else 1  # v1: k pooled passes in context k
+        if self.settings.eval_scope == "task1":
+            k = 1
         m = self.test_offsets[k]
         correct = torch.zeros(m, dtype=torch.long, device=self.device)
         losses = torch.zeros(m, dtype=torch.float64, device=self.device)
         bs = self.settings.eval_batch_size
-        passes = k if self.settings.test_augment else 1
         for _ in range(passes):
             for a in range(0, m, bs):
                 b = min(a + bs, m)
@@ -312,7 +316,8 @@ class Trainer:
         tloss = self.rec_test_loss[rows].cpu().numpy() / passes
         sizes = np.array(self.test_sizes)
         frames = []
-        for j in range(self.n_contexts):
+        n_logged = 1 if self.settings.eval_scope == "task1" else self.n_contexts
+        for j in range(n_logged):
             seen = ((ev_t - 1) // self.settings.iters_per_context + 1) >= j + 1
             tt = ev_t[seen]
             frames.append(pd.DataFrame({

@@ -110,6 +110,12 @@ def train_resource(wildcards, key, default_key):
     )
 
 
+def train_group(wildcards):
+    if get_benchmark(wildcards.benchmark).net == "mlp":
+        return "mlp_runs"
+    return f"gpu_{wildcards.benchmark}_{wildcards.method}_{wildcards.seed}"
+
+
 def uses_gpu(wildcards):
     """ResNet runs ask the scheduler for a GPU unless the config pins the CPU; MLP runs never do."""
     net = get_benchmark(wildcards.benchmark).net

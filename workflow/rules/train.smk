@@ -11,12 +11,22 @@ rule train:
         f"{RESULTS}/logs/train/{{benchmark}}/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{benchmark}}/{{method}}/seed{{seed}}.tsv"
+    # MLP runs share one group, so a cluster profile can pack many into one scheduler job
+    # (--group-components mlp_runs=N); every ResNet run is a group of its own.
+    group:
+        train_group
     conda:
         "../../envs/stabgap.yaml"
     threads: config["compute"]["threads"]
     resources:
-        mem_mb=lambda w: train_resource(w, "mem_mb", "train_mem_mb"),
-        runtime=lambda w: train_resource(w, "runtime_min", "train_runtime_min"),
+        # a retry (--retries) asks for 50% more memory and twice the time per attempt
+        mem_mb=lambda w, attempt: train_resource(w, "mem_mb", "train_mem_mb")
+        * (2 + attempt - 1)
+        // 2,
+        runtime=lambda w, attempt: train_resource(
+            w, "runtime_min", "train_runtime_min"
+        )
+        * 2 ** (attempt - 1),
         gpu=uses_gpu,
     params:
         run=run_params,
@@ -36,6 +46,8 @@ rule metrics:
         f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/metrics.json",
     log:
         f"{RESULTS}/logs/metrics/{{benchmark}}/{{method}}/seed{{seed}}.log",
+    group:
+        train_group
     conda:
         "../../envs/stabgap.yaml"
     threads: 1
