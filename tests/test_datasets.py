@@ -5,11 +5,8 @@ import gzip
 import hashlib
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -75,37 +72,6 @@ def leftovers(folder):
     return [p.name for p in Path(folder).iterdir() if p.name.endswith((".part", ".tmp"))]
 
 
-@pytest.fixture
-def server(monkeypatch):
-    """A real HTTP server on 127.0.0.1 serving `files` (name -> bytes) under /mnist/, counting requests."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    files, requests = {}, []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            name = self.path.rsplit("/", 1)[-1]
-            if name not in files:
-                self.send_error(404)
-                return
-            body = files[name]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/mnist/"
-    yield SimpleNamespace(url=url, files=files, requests=requests)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
 
 
 @pytest.fixture

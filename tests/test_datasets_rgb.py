@@ -9,9 +9,7 @@ import hashlib
 import pickle
 import socket
 import tarfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -127,36 +125,6 @@ def closed_port_url():
     return f"http://127.0.0.1:{port}/kriz/"
 
 
-@pytest.fixture
-def server(monkeypatch):
-    """A real HTTP server on 127.0.0.1 serving `files` (name -> bytes), counting requests."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    files, requests = {}, []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            name = self.path.rsplit("/", 1)[-1]
-            if name not in files:
-                self.send_error(404)
-                return
-            body = files[name]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}/kriz/", files=files, requests=requests)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
 
 
 # -----------------------------------------------------------------------------
@@ -344,7 +312,7 @@ def test_cifar_download_then_build_and_no_redownload(tmp_path, server, monkeypat
     source_dir = tmp_path / "raw" / "cifar10"
     out = tmp_path / "canonical" / "cifar10.pt"
     manifest = build_canonical("cifar10", out, source_dir=source_dir, download=True, mirrors=[server.url], timeout=5)
-    assert server.requests == ["/kriz/cifar-10-python.tar.gz"]
+    assert server.requests == ["/files/cifar-10-python.tar.gz"]
     assert (source_dir / "cifar-10-python.tar.gz").read_bytes() == archive_bytes and leftovers(source_dir) == []
     assert manifest["train"]["images_shape"] == [20, 32, 32, 3] and manifest["test"]["images_shape"] == [6, 32, 32, 3]
     assert manifest["meta"]["class_names"] == CIFAR10_NAMES

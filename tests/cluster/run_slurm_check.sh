@@ -136,8 +136,10 @@ sed -e 's/iters_per_context: 20/iters_per_context: 600/' -e 's/methods: .*/metho
     -e '/split_mnist:/d' -e 's/class_incremental: \[split_mnist\]/class_incremental: []/' \
     "$WORK/tiny.yaml" > "$WORK/long.yaml"
 CKPT="$WORK/cancel/results/checkpoints/permuted_mnist/ngm/seed1.pt"
+# --retries 0: the profile would otherwise resubmit the cancelled job at once (and it would resume
+# from its checkpoint); here we want to see the whole workflow stop and a second invocation finish it.
 "$PY" -m snakemake -s "$REPO/Snakefile" --directory "$WORK/cancel" --configfile "$WORK/long.yaml" "${SLURM_ARGS[@]}" \
-  > "$WORK/cancel1.log" 2>&1 &
+  --retries 0 > "$WORK/cancel1.log" 2>&1 &
 SM=$!
 for _ in $(seq 240); do [ -f "$CKPT" ] && break; sleep 0.5; done
 [ -f "$CKPT" ] || { echo "no checkpoint appeared"; tail -30 "$WORK/cancel1.log"; exit 1; }
