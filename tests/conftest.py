@@ -1,7 +1,9 @@
 """Shared test fixtures."""
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -38,3 +40,17 @@ def server(monkeypatch):
     httpd.shutdown()
     httpd.server_close()
     thread.join(timeout=5)
+
+
+def closed_port_url():
+    """A URL on 127.0.0.1 where nothing listens (connection refused at once)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}/files/"
+
+
+def leftovers(folder):
+    """Temp or partial files left in a folder."""
+    return [p.name for p in Path(folder).iterdir() if p.name.endswith((".part", ".tmp"))]

