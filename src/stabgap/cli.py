@@ -44,16 +44,22 @@ def cmd_stream(a) -> None:
 
 
 def cmd_train(a) -> None:
-    from .train import train_and_save
-
     import os
 
+    from .train import train_runs
+
+    if len(a.run) != len(a.out_dir):
+        raise SystemExit(f"error: give one --out-dir per --run ({len(a.run)} --run, {len(a.out_dir)} --out-dir)")
     every = a.checkpoint_every if a.checkpoint_every is not None else int(os.environ.get(CKPT_EVERY_ENV, "0"))
     keep = a.keep_checkpoint or os.environ.get(CKPT_KEEP_ENV, "") == "1"
-    summary = train_and_save(_json(a.run), a.stream, a.out_dir, checkpoint_path=a.checkpoint,
-                             checkpoint_every=every, keep_checkpoint=keep)
-    print(f"wrote {a.out_dir}/log.parquet ({summary['iterations']} iterations in {summary['train_seconds']} s, "
-          f"device {summary['device']}, diverged: {summary['diverged']})")
+    try:
+        summaries = train_runs([_json(r) for r in a.run], a.stream, a.out_dir, checkpoint_path=a.checkpoint,
+                               checkpoint_every=every, keep_checkpoint=keep)
+    except ValueError as err:  # runs that cannot share a batch, a stream of another benchmark, ...
+        raise SystemExit(f"error: {err}")
+    for out_dir, summary in zip(a.out_dir, summaries):
+        print(f"wrote {out_dir}/log.parquet ({summary['iterations']} iterations in {summary['train_seconds']} s, "
+              f"device {summary['device']}, diverged: {summary['diverged']})")
 
 
 CKPT_EVERY_ENV, CKPT_KEEP_ENV = "STABGAP_CHECKPOINT_EVERY", "STABGAP_KEEP_CHECKPOINTS"
@@ -162,10 +168,12 @@ def main(argv=None) -> None:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_stream)
 
-    s = sub.add_parser("train", help="one run: log.parquet + summary.json")
-    s.add_argument("--run", required=True, help="the resolved run settings as JSON (stabgap.config.run_config)")
+    s = sub.add_parser("train", help="one run, or several as one batch of models: log.parquet + summary.json each")
+    s.add_argument("--run", required=True, action="append",
+                   help="the resolved run settings as JSON (stabgap.config.run_config); repeat --run and --out-dir "
+                        "to train several runs of one MLP benchmark as one batch of models (multi-run batching)")
     s.add_argument("--stream", required=True)
-    s.add_argument("--out-dir", required=True)
+    s.add_argument("--out-dir", required=True, action="append", help="the run's output folder (one per --run)")
     s.add_argument("--checkpoint", default=None, help="checkpoint file: resumed from if it exists, removed at the end")
     s.add_argument("--checkpoint-every", type=int, default=None,
                    help="iterations between checkpoints (default: $STABGAP_CHECKPOINT_EVERY, else 0 = none)")

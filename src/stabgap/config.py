@@ -205,5 +205,13 @@ def run_config(config: dict, benchmark: str, variant: str, seed: int) -> dict:
     return run
 
 
+BATCH_FREE = ("method", "variant", "seed", "method_settings")  # what may differ between runs of one batch
+
+
+def batch_key(run: dict) -> dict:
+    """What runs trained together as one batch of models (multi-run batching) must share."""
+    return {k: v for k, v in run.items() if k not in BATCH_FREE}
+
+
 def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]

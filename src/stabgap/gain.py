@@ -33,10 +33,18 @@ def fixed_point(g0: float, gamma: float, eta: float, entropy: float) -> float:
     return g0 + eta * entropy / (1.0 - gamma)
 
 
+def batch_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over the last dimension, summed in one fixed sequential order (a cumulative sum), so a
+    model's value does not depend on how many models are trained beside it (batched.py): torch's
+    mean sums a vector and the rows of a matrix in different orders."""
+    return x.cumsum(dim=-1)[..., -1] / x.shape[-1]
+
+
 def batch_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of the Shannon entropy (natural log) of the softmax over ALL outputs."""
+    """Mean over the batch of the Shannon entropy (natural log) of the softmax over ALL outputs
+    (logits B×K: a scalar; M×B×K, a batch of models: one value per model)."""
     logp = F.log_softmax(logits.detach().float(), dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1).mean()
+    return -batch_mean((logp.exp() * logp).sum(dim=-1))
 
 
 class GainControl(nn.Module):
@@ -104,7 +112,7 @@ class GainLinear(nn.Linear):
         return F.linear(x, self.weight) * self.gain + self.bias
 
     def mean_gain(self) -> torch.Tensor:
-        return self.gain.mean()
+        return batch_mean(self.gain)
 
 
 def lr_multiplier_update(m: float, gamma: float, eta: float, entropy: float) -> float:

@@ -41,7 +41,7 @@ class GainNet(nn.Module):
         return out
 
     def mean_gains(self) -> dict[str, torch.Tensor]:
-        return {name: layer.gain.mean() for name, layer in self.modulated().items()}
+        return {name: layer.mean_gain() for name, layer in self.modulated().items()}
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(weights of the modulated layers, every other trainable parameter)."""

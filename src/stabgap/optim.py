@@ -49,20 +49,9 @@ class SGD(_Optimizer):
     @torch.no_grad()
     def step(self) -> None:
         for group in self.param_groups:
-            lr, mu = group["lr"], group["momentum"]
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d = p.grad
-                if mu != 0:
-                    state = self.state.setdefault(p, {})
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = d.clone()
-                    else:
-                        buf.mul_(mu).add_(d)
-                    d = buf
-                p.add_(d, alpha=-lr)
+                if p.grad is not None:
+                    sgd_update(p, p.grad, self.state.setdefault(p, {}), group["lr"], group["momentum"])
 
 
 class Adam(_Optimizer):
@@ -74,20 +63,36 @@ class Adam(_Optimizer):
     @torch.no_grad()
     def step(self) -> None:
         for group in self.param_groups:
-            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                step_size = lr / (1 - b1 ** t)
-                denom = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(eps)
-                p.addcdiv_(m, denom, value=-step_size)
+                if p.grad is not None:
+                    adam_update(p, p.grad, self.state.setdefault(p, {}), group["lr"], *group["betas"], group["eps"])
+
+
+# The update rules, on one tensor (a parameter, or a batched model's slice of one: batched.py).
+
+@torch.no_grad()
+def sgd_update(p: torch.Tensor, grad: torch.Tensor, state: dict, lr: float, mu: float) -> None:
+    d = grad
+    if mu != 0:
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = d.clone()
+        else:
+            buf.mul_(mu).add_(d)
+        d = buf
+    p.add_(d, alpha=-lr)
+
+
+@torch.no_grad()
+def adam_update(p: torch.Tensor, g: torch.Tensor, state: dict, lr: float, b1: float, b2: float, eps: float) -> None:
+    if not state:
+        state["step"] = 0
+        state["exp_avg"] = torch.zeros_like(p)
+        state["exp_avg_sq"] = torch.zeros_like(p)
+    state["step"] += 1
+    m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+    m.lerp_(g, 1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    step_size = lr / (1 - b1 ** t)
+    denom = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(eps)
+    p.addcdiv_(m, denom, value=-step_size)

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .gain import batch_mean
 from .methods import Method, make_optimizer, reset_optimizer_state, resolve_method
 from .nets import build_net
 from .streams import AUGMENTATIONS, Stream, get_benchmark
@@ -41,7 +42,7 @@ class RunSettings:
     eta: float  # the benchmark's η, used by methods whose own `eta` is unset
     eval_every: int = 1  # ρ
     eval_subset: int | None = None  # fixed per-task test subset (drawn once per seed), None = full
-    eval_batch_size: int = 10000  # images per evaluation forward (memory only; results identical)
+    eval_batch_size: int = 2500  # images per evaluation forward (memory and speed only; results identical)
     progress_every: int = 0  # print a progress line every this many iterations (0: ten per run)
     # v1 CIFAR protocol: augment the test images freshly at every evaluation and, in context k,
     # evaluate k passes and pool them (SPEC §5). Off: one clean pass.
@@ -68,25 +69,48 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+class RunData:
+    """A stream's images and labels on the run's device, in the layout the networks take: training
+    images stay uint8 (normalised per batch); the task-ordered test set is normalised once (kept
+    uint8 under test augmentation, which augments afresh at every evaluation). One RunData serves
+    every run of a batch (batched.py)."""
+
+    def __init__(self, stream: Stream, device: torch.device, test_augment: bool = False):
+        bench = get_benchmark(stream.benchmark)
+        self.device = device
+        self.train_x = self._layout(stream.train_x).to(device)
+        self.train_y = stream.train_y.to(device)
+        self.mean = torch.tensor(bench.mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(bench.std, device=device).view(1, -1, 1, 1)
+        self.augment = AUGMENTATIONS[bench.augment] if bench.augment else None
+        if test_augment and self.augment is None:
+            raise ValueError(f"test_augment is on, but benchmark {stream.benchmark!r} has no augmentation")
+        test_x = self._layout(stream.test_x).to(device)
+        self.test_x = test_x if test_augment else self.normalise(test_x)
+        self.test_y = stream.test_y.to(device)
+
+    @staticmethod
+    def _layout(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:  # N×H×W×3 images -> N×3×H×W
+            return x.permute(0, 3, 1, 2).contiguous()
+        return x.unsqueeze(1)  # N×1×H×W
+
+    def normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return (x_uint8.float().div_(255.0) - self.mean) / self.std
+
+
 class Trainer:
     def __init__(self, stream: Stream, method: Method, settings: RunSettings, seed: int,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", data: RunData | None = None):
         self.stream, self.method, self.settings, self.seed = stream, method, settings, int(seed)
         self.device = torch.device(device)
         bench = get_benchmark(stream.benchmark)
         self.n_contexts = stream.n_tasks
         self.total_iters = settings.iters_per_context * self.n_contexts
 
-        # data on the device; training images stay uint8 (normalised per batch)
-        x = stream.train_x
-        self.channels_last_input = x.dim() == 4  # N×H×W×3 images -> N×3×H×W
-        self.train_x = self._layout(x).to(self.device)
-        self.train_y = stream.train_y.to(self.device)
-        self.mean = torch.tensor(bench.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(bench.std, device=self.device).view(1, -1, 1, 1)
-        self.augment = AUGMENTATIONS[bench.augment] if bench.augment else None
-        if settings.test_augment and self.augment is None:
-            raise ValueError(f"test_augment is on, but benchmark {stream.benchmark!r} has no augmentation")
+        self.data = data if data is not None else RunData(stream, self.device, settings.test_augment)
+        self.train_x, self.train_y, self.augment = self.data.train_x, self.data.train_y, self.data.augment
+        self._normalise = self.data.normalise
         self.test_aug_gen = torch.Generator().manual_seed(derive_seed(self.seed, PURPOSE_TEST_AUGMENT))
         self._prepare_test_set()
 
@@ -117,35 +141,24 @@ class Trainer:
         self.sampler: torch.Generator | None = None
 
     # ------------------------------------------------------------------ data
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            return x.permute(0, 3, 1, 2).contiguous()
-        return x.unsqueeze(1)  # N×1×H×W
-
-    def _normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        return (x_uint8.float().div_(255.0) - self.mean) / self.std
-
     def _prepare_test_set(self) -> None:
+        """The task-ordered test set, or with `eval_subset` a fixed subset of each task's test
+        images drawn once per seed (a view of the shared test set when there is no subset)."""
         s, sub = self.stream, self.settings.eval_subset
-        parts, labels, task_id, offsets = [], [], [], [0]
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, PURPOSE_EVAL_SUBSET))
-        for j in range(s.n_tasks):
-            a, b = s.test_offsets[j], s.test_offsets[j + 1]
-            idx = torch.arange(a, b)
-            if sub is not None and sub < len(idx):  # a fixed subset, drawn once per seed
-                idx = idx[torch.randperm(len(idx), generator=gen)[:sub].sort().values]
-            parts.append(s.test_x[idx])
-            labels.append(s.test_y[idx])
-            task_id.append(torch.full((len(idx),), j))
-            offsets.append(offsets[-1] + len(idx))
-        test_x = self._layout(torch.cat(parts)).to(self.device)
-        if self.settings.test_augment:  # kept uint8: augmented afresh at every evaluation
-            self.test_x = test_x
-        else:  # normalised once: the test images are evaluated at every evaluation step
-            self.test_x = self._normalise(test_x)
-        self.test_y = torch.cat(labels).to(self.device)
-        self.test_offsets = offsets
-        self.test_sizes = [b - a for a, b in zip(offsets[:-1], offsets[1:])]
+        self.test_x, self.test_y = self.data.test_x, self.data.test_y
+        self.test_offsets = list(s.test_offsets)
+        if sub is not None:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, PURPOSE_EVAL_SUBSET))
+            parts, offsets = [], [0]
+            for j in range(s.n_tasks):
+                idx = torch.arange(s.test_offsets[j], s.test_offsets[j + 1])
+                if sub < len(idx):
+                    idx = idx[torch.randperm(len(idx), generator=gen)[:sub].sort().values]
+                parts.append(idx)
+                offsets.append(offsets[-1] + len(idx))
+            idx = torch.cat(parts).to(self.device)
+            self.test_x, self.test_y, self.test_offsets = self.test_x[idx], self.test_y[idx], offsets
+        self.test_sizes = [b - a for a, b in zip(self.test_offsets[:-1], self.test_offsets[1:])]
 
     def context_of(self, t: int) -> int:
         return (t - 1) // self.settings.iters_per_context + 1
@@ -177,7 +190,7 @@ class Trainer:
         x, y = self.sample_batch(k)
         self.net.train()
         logits = self.net(x)  # gain update at its start, entropy kept at its end
-        loss = F.cross_entropy(logits, y)
+        loss = batch_mean(F.cross_entropy(logits, y, reduction="none"))  # the batch's mean loss
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -188,7 +201,7 @@ class Trainer:
             self.rec_train_correct[i] = (logits.argmax(1) == y).sum()
             self.rec_entropy[i] = self.net.gain_control.entropy
             for c, layer in enumerate(self.net.modulated().values()):
-                self.rec_gain[i, c] = layer.gain.mean()
+                self.rec_gain[i, c] = layer.mean_gain()
         self.rec_lr[i] = self.method.lr * self.lr_mult
         self.iteration = t
         if t in self._eval_row:
@@ -401,29 +414,57 @@ def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr, checkpo
     With `checkpoint_path`, the state is saved there every `checkpoint_every` iterations and a rerun
     resumes from it; on a CPU at the same thread count the resumed log is byte-identical to an
     uninterrupted run's. The checkpoint is removed at the end unless `keep_checkpoint`."""
+    return train_runs([run], stream_path, [out_dir], progress, checkpoint_path, checkpoint_every,
+                      keep_checkpoint)[0]
+
+
+def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stderr, checkpoint_path=None,
+               checkpoint_every: int = 0, keep_checkpoint: bool = False) -> list[dict]:
+    """Train runs of one stream and write each run's `log.parquet` and `summary.json` atomically
+    into its folder of `out_dirs`. One run: a Trainer. Several: one BatchedTrainer (batched.py,
+    multi-run batching), whose runs may differ only in method and seed (config.batch_key); each run's
+    log is the one it would get alone (bitwise on the CPU). Checkpoints as in `train_and_save`; a
+    batch has one checkpoint."""
     import datetime
     import io
     import json
     from pathlib import Path
 
-    from .config import config_hash
+    from .config import batch_key, config_hash
     from .fileio import atomic_write_bytes, atomic_write_text, sha256_file
     from .streams import load_stream
 
-    torch.set_num_threads(int(run["threads"]))
-    device = resolve_device(run["device"])
+    if len(runs) != len(out_dirs) or not runs:
+        raise ValueError(f"give one output folder per run ({len(runs)} runs, {len(out_dirs)} folders)")
+    first = runs[0]
+    for run in runs[1:]:
+        if batch_key(run) != batch_key(first):
+            differ = sorted(k for k in batch_key(run) if batch_key(run)[k] != batch_key(first).get(k))
+            raise ValueError(f"runs trained as one batch may differ only in method and seed; "
+                             f"{run['variant']}/seed{run['seed']} differs from {first['variant']}/seed{first['seed']} "
+                             f"in: {', '.join(differ)}")
+    torch.set_num_threads(int(first["threads"]))
+    device = resolve_device(first["device"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     started = datetime.datetime.now(datetime.timezone.utc)
     stream = load_stream(stream_path)
-    if stream.benchmark != run["benchmark"]:
-        raise ValueError(f"stream {stream_path} holds benchmark {stream.benchmark!r}, not {run['benchmark']!r}")
-    settings = RunSettings(iters_per_context=run["iters_per_context"], batch_size=run["batch_size"], eta=run["eta"],
-                           eval_every=run["eval_every"], eval_subset=run["eval_subset"],
-                           eval_batch_size=run["eval_batch_size"], test_augment=run.get("test_augment", False))
-    trainer = make_trainer(stream, run["method"], run["method_settings"], settings, run["seed"], run["device"])
-    run_hash = config_hash(run)
+    if stream.benchmark != first["benchmark"]:
+        raise ValueError(f"stream {stream_path} holds benchmark {stream.benchmark!r}, not {first['benchmark']!r}")
+    settings = RunSettings(iters_per_context=first["iters_per_context"], batch_size=first["batch_size"],
+                           eta=first["eta"], eval_every=first["eval_every"], eval_subset=first["eval_subset"],
+                           eval_batch_size=first["eval_batch_size"], test_augment=first.get("test_augment", False))
+    if len(runs) == 1:
+        trainer = make_trainer(stream, first["method"], first["method_settings"], settings, first["seed"],
+                               first["device"])
+        members, run_hash = [trainer], config_hash(first)
+    else:
+        from .batched import BatchedTrainer
+
+        methods = [resolve_method(r["method"], r["method_settings"]) for r in runs]
+        trainer = BatchedTrainer(stream, methods, [r["seed"] for r in runs], settings, device)
+        members, run_hash = trainer.runs, config_hash(runs)
     before, resumed_from = 0.0, None
     state = load_checkpoint(checkpoint_path, run_hash, device, progress) if checkpoint_path else None
     if state is not None:
@@ -432,34 +473,41 @@ def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr, checkpo
         print(f"resumed from checkpoint {checkpoint_path} at iteration {resumed_from}", file=progress, flush=True)
     t0 = time.perf_counter()
 
-    def checkpoint(tr: Trainer) -> None:
+    def checkpoint(tr) -> None:
         save_checkpoint(tr, checkpoint_path, run_hash, before + time.perf_counter() - t0)
 
     trainer.run(progress=progress, checkpoint=checkpoint if checkpoint_path else None,
                 checkpoint_every=checkpoint_every)
     wall = before + time.perf_counter() - t0
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    trainer.log().to_parquet(buf, index=False)
-    atomic_write_bytes(out_dir / "log.parquet", buf.getvalue())
-    log_sha256 = hashlib.sha256(buf.getvalue()).hexdigest()
-    summary = {
-        "benchmark": run["benchmark"], "method": run["method"], "seed": run["seed"], "run": run,
-        "config_hash": run_hash, "resolved_method": dataclasses_asdict(trainer.method), "resumed_from": resumed_from,
-        "n_contexts": trainer.n_contexts, "iterations": trainer.iteration, "diverged": trainer.diverged(),
-        "diverged_at": trainer.diverged_at, "total_iterations": trainer.total_iters,
-        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "stream": str(stream_path), "stream_sha256": sha256_file(stream_path),
-        "log_sha256": log_sha256,
-        "started": started.isoformat(), "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "train_seconds": round(wall, 3), "iterations_per_second": round(trainer.iteration / max(wall, 1e-9), 2),
-        **provenance(),
-    }
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    batch = None
+    if len(runs) > 1:
+        batch = {"size": len(runs), "runs": [f"{r['variant']}/seed{r['seed']}" for r in runs]}
+    common = {"resumed_from": resumed_from, "device": str(device), "threads": torch.get_num_threads(),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "stream": str(stream_path), "stream_sha256": sha256_file(stream_path), "started": started.isoformat(),
+              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(), **provenance()}
+    summaries = []
+    for run, tr, out_dir in zip(runs, members, out_dirs):
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        tr.log().to_parquet(buf, index=False)
+        atomic_write_bytes(out_dir / "log.parquet", buf.getvalue())
+        summary = {
+            "benchmark": run["benchmark"], "method": run["method"], "seed": run["seed"], "run": run,
+            "config_hash": config_hash(run), "resolved_method": dataclasses_asdict(tr.method),
+            "n_contexts": tr.n_contexts, "iterations": tr.iteration, "diverged": tr.diverged(),
+            "diverged_at": tr.diverged_at, "total_iterations": tr.total_iters,
+            "log_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+            # a batch's runs share one process: its wall time, and the batch they were trained in
+            "train_seconds": round(wall, 3), "iterations_per_second": round(tr.iteration / max(wall, 1e-9), 2),
+            "batch": batch, **common,
+        }
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+        summaries.append(summary)
     if checkpoint_path and not keep_checkpoint:
         Path(checkpoint_path).unlink(missing_ok=True)
-    return summary
+    return summaries
 
 
 def dataclasses_asdict(obj) -> dict:

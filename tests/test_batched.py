@@ -1,0 +1,176 @@
+"""Multi-run batching (batched.py): a batch of models gives each run the log it gets alone."""
+
+import io
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from stabgap.batched import BatchedTrainer
+from stabgap.config import load_config, run_config
+from stabgap.datasets import build_canonical, load_canonical
+from stabgap.methods import METHODS, resolve_method
+from stabgap.streams import build_stream, build_stream_file
+from stabgap.train import RunSettings, Trainer, save_checkpoint
+
+# every registered method (optimizers, gain modes, oracle resets, Entropy-LR), some with two seeds
+RUNS = [(name, 42) for name in METHODS] + [("ngm", 43), ("adam", 43), ("sgd", 44)]
+
+
+@pytest.fixture(scope="module")
+def mnist5k_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "mnist5k.pt"
+    build_canonical("mnist5k", path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def split(mnist5k_path):
+    return build_stream("split_mnist", load_canonical(mnist5k_path), {"classes": [[0, 1], [2, 3], [4, 5]]})
+
+
+def settings(**kw):
+    return RunSettings(**{"iters_per_context": 15, "batch_size": 32, "eta": 0.4, **kw})
+
+
+def alone(stream, method, seed, st, device="cpu"):
+    tr = Trainer(stream, method, st, seed, device)
+    tr.run(progress=None)
+    return tr
+
+
+def batch_of(stream, runs, st, device="cpu", overrides=None):
+    methods = [resolve_method(name, (overrides or {}).get(name)) for name, _ in runs]
+    bt = BatchedTrainer(stream, methods, [seed for _, seed in runs], st, device)
+    bt.run(progress=None)
+    return bt
+
+
+@pytest.mark.parametrize("threads, subset", [(1, None), (2, None), (2, 60)])
+def test_batch_equals_separate_runs_bitwise_on_cpu(split, threads, subset):
+    torch.set_num_threads(threads)
+    st = settings(eval_subset=subset, eval_batch_size=700)  # several evaluation chunks
+    bt = batch_of(split, RUNS, st)
+    for (name, seed), tr in zip(RUNS, bt.runs):
+        ref = alone(split, resolve_method(name), seed, st).log()
+        got = tr.log()
+        assert got.equals(ref), f"{name}/seed{seed}: the batched log differs from the run alone"
+    # and the runs are really different runs (not one model copied)
+    assert not bt.runs[0].log().equals(bt.runs[1].log())
+
+
+def test_a_diverging_run_stops_alone_and_the_batch_goes_on(split):
+    torch.set_num_threads(1)
+    st = settings(iters_per_context=40)
+    runs = [("sgd", 42), ("msgd", 42), ("ngm", 42)]
+    bt = batch_of(split, runs, st, overrides={"msgd": {"lr": 1e8}})
+    exploded = alone(split, resolve_method("msgd", {"lr": 1e8}), 42, st)
+    assert exploded.diverged() and bt.runs[1].diverged_at == exploded.diverged_at
+    assert bt.runs[1].log().equals(exploded.log())
+    for m in (0, 2):  # the others ran to the end, unaffected
+        assert not bt.runs[m].diverged() and bt.runs[m].iteration == st.iters_per_context * 3
+        assert bt.runs[m].log().equals(alone(split, resolve_method(runs[m][0]), 42, st).log())
+
+
+def test_a_batch_resumes_from_its_checkpoint_exactly(split, tmp_path):
+    torch.set_num_threads(1)
+    st = settings()
+    runs = [("adam_reset", 42), ("entropy_lr", 42), ("ngm", 43)]
+    ref = batch_of(split, runs, st)
+    first = BatchedTrainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st)
+    while first.iteration < 20:  # mid-context 2, after the oracle reset
+        first.step()
+    save_checkpoint(first, tmp_path / "batch.pt", "hash", 1.0)
+    state = torch.load(tmp_path / "batch.pt", weights_only=True)
+    second = BatchedTrainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st)
+    second.load_state_dict(state["trainer"])
+    second.run(progress=None)
+    for a, b in zip(ref.runs, second.runs):
+        assert a.log().equals(b.log())
+
+
+def test_only_the_mlp_is_batched(tmp_path):
+    from stabgap.streams import Stream
+
+    x = torch.zeros(4, 32, 32, 3, dtype=torch.uint8)
+    y = torch.tensor([0, 1, 0, 1])
+    stream = Stream("split_cifar10", x, y, [0, 4], x, y, [0, 4], {})
+    with pytest.raises(ValueError, match="implemented for the mlp only.*split_cifar10"):
+        BatchedTrainer(stream, [resolve_method("sgd")] * 2, [1, 2], settings())
+
+
+def _cli(runs, stream, outs, *extra):
+    cmd = [sys.executable, "-m", "stabgap", "train", "--stream", str(stream), *extra]
+    for run, out in zip(runs, outs):
+        cmd += ["--run", json.dumps(run), "--out-dir", str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_cli_trains_a_batch_into_one_folder_per_run(mnist5k_path, tmp_path):
+    stream = tmp_path / "split.pt"
+    build_stream_file("split_mnist", mnist5k_path, stream, {"classes": [[0, 1], [2, 3]]})
+    config = load_config("configs/demo.yaml")
+    runs = [run_config(config, "split_mnist", v, s) for v, s in [("ngm", 42), ("ngm", 43), ("adam", 42)]]
+    for run in runs:
+        run.update(iters_per_context=20, threads=1)
+    batch = _cli(runs, stream, [tmp_path / "batch" / str(i) for i in range(3)], "--checkpoint",
+                 str(tmp_path / "batch.pt"), "--checkpoint-every", "10")
+    assert batch.returncode == 0, batch.stderr
+    assert "batch of 3 runs" in batch.stderr  # progress lines name the batch
+    for i, run in enumerate(runs):
+        single = _cli([run], stream, [tmp_path / "single" / str(i)])
+        assert single.returncode == 0, single.stderr
+        got, want = (tmp_path / "batch" / str(i) / "log.parquet"), (tmp_path / "single" / str(i) / "log.parquet")
+        assert got.read_bytes() == want.read_bytes()
+        summary = json.loads((tmp_path / "batch" / str(i) / "summary.json").read_text())
+        assert summary["run"] == run and summary["batch"]["size"] == 3
+        assert summary["batch"]["runs"] == ["ngm/seed42", "ngm/seed43", "adam/seed42"]
+        assert json.loads((tmp_path / "single" / str(i) / "summary.json").read_text())["batch"] is None
+    assert not (tmp_path / "batch.pt").exists()  # the batch's checkpoint is removed at its end
+    assert len(pd.read_parquet(tmp_path / "batch" / "0" / "log.parquet").query("split == 'train'")) == 40
+
+
+def test_cli_refuses_runs_that_cannot_share_a_batch(mnist5k_path, tmp_path):
+    stream = tmp_path / "split.pt"
+    build_stream_file("split_mnist", mnist5k_path, stream, {"classes": [[0, 1], [2, 3]]})
+    config = load_config("configs/demo.yaml")
+    a, b = run_config(config, "split_mnist", "ngm", 42), run_config(config, "split_mnist", "ngm", 43)
+    b["iters_per_context"] = 7
+    out = _cli([a, b], stream, [tmp_path / "a", tmp_path / "b"])
+    assert out.returncode != 0
+    assert "may differ only in method and seed" in out.stderr and "iters_per_context" in out.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    mismatch = subprocess.run([sys.executable, "-m", "stabgap", "train", "--stream", str(stream), "--run",
+                               json.dumps(a), "--run", json.dumps(a), "--out-dir", str(tmp_path / "a")],
+                              capture_output=True, text=True)
+    assert mismatch.returncode != 0 and "one --out-dir per --run" in mismatch.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batch_matches_separate_runs_on_cuda(split):
+    """Batched GPU kernels sum in another order than single ones, so each step agrees only to fp32
+    rounding. Over a run such differences grow as between any two fp32 runs; Adam's first steps
+    (about lr·sign(∇), also for gradients that are rounding noise) amplify them most: on the CPU, a
+    1e-7 relative change of the initial weights moves an Adam run's loss by up to 14% within 90
+    iterations (bench/NOTES.md). So: the first two steps of every run, and the whole of the runs
+    without Adam, are compared."""
+    torch.backends.cudnn.deterministic = True
+    st = settings(iters_per_context=30)
+    bt = batch_of(split, RUNS, st, "cuda")
+    rows = []
+    for (name, seed), tr in zip(RUNS, bt.runs):
+        ref, got = alone(split, resolve_method(name), seed, st, "cuda").log(), tr.log()
+        assert len(ref) == len(got)
+        first = (ref.iteration <= 2) & (ref.split == "train")  # a forward, a backward and an update
+        rel = ((ref.loss - got.loss).abs() / ref.loss.abs())
+        rows.append({"run": f"{name}/seed{seed}", "adam": tr.method.optimizer == "adam",
+                     "first steps loss rel": float(rel[first].max()), "loss rel": float(rel.max()),
+                     "test accuracy pts": float((ref.accuracy - got.accuracy)[ref.split == "test"].abs().max())})
+    table = pd.DataFrame(rows)
+    print("\nbatched vs alone on CUDA, largest differences:\n" + table.to_string(index=False))
+    assert (table["first steps loss rel"] < 1e-4).all()
+    steady = table[~table.adam]
+    assert (steady["loss rel"] < 1e-2).all() and (steady["test accuracy pts"] <= 1.0).all()
