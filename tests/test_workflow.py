@@ -157,6 +157,19 @@ def test_full_config_plans_completely(tmp_path):
         assert f"data/{ds}.pt" in out.stdout
 
 
+def test_full_config_with_multi_run_batching_batches_only_the_mlp_runs(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["compute"]["batch_runs"] = 5
+    config["results"] = str(tmp_path / "full")
+    out = snakemake(REPO, "-n", "--configfile", str(write_config(tmp_path / "batched.yaml", config)))
+    jobs = planned(out.stdout)
+    batches = {k: v for k, v in jobs.items() if k.startswith("train_")}
+    # MLP runs: Split and Rotated MNIST 20 main + 20 ablation runs each, Permuted MNIST 20; by 5
+    assert len(batches) == 8 + 8 + 4 and set(batches.values()) == {1}
+    assert jobs["train"] == 7 * 4 * 5 + 3 * 4 * 5 + 4 * 4 * 5 - 100  # the ResNet runs, one job each
+    assert jobs["metrics"] == 280
+
+
 def test_bad_config_stops_before_any_job(tmp_path):
     bad = json.loads(json.dumps(TINY))
     bad["methods"]["ngm"]["gamma"] = 1.5
@@ -267,3 +280,37 @@ def test_reproducibility_check_reproduces_and_flags_a_tampered_log(tiny_run, tmp
     result = json.loads((tmp_path / "rep.json").read_text())["results"][0]
     assert result["verdict"] == "DIFFERS" and not result["identical"] and not result["stored_sha256_ok"]
     assert result["max_abs_diff"] == pytest.approx(1.0)
+
+
+def test_multi_run_batching_writes_the_same_files_per_run(tiny_run, tmp_path):
+    """compute.batch_runs: a job trains up to that many runs of one MLP benchmark as a batch of
+    models, and writes each run's own files: byte for byte those of one job per run."""
+    work, _, _ = tiny_run
+    batched = json.loads(json.dumps(TINY))
+    batched["compute"] = {"batch_runs": 3}
+    cfg = write_config(tmp_path / "batched.yaml", batched)
+    plan = planned(snakemake(tmp_path, "--configfile", str(cfg), "-n").stdout)
+    assert "train" not in plan and plan["metrics"] == 13
+    # Split MNIST: 4 main runs + 1 ablation run; Permuted MNIST: 4 main + 4 sweep runs (by 3)
+    assert sorted(k for k in plan if k.startswith("train_")) == [
+        "train_permuted_mnist_batch0", "train_permuted_mnist_batch1", "train_permuted_mnist_batch2",
+        "train_split_mnist_batch0", "train_split_mnist_batch1"]
+    snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2")
+    logs = sorted((work / "results" / "runs").rglob("log.parquet"))
+    assert len(logs) == 13
+    for ref in logs:
+        got = tmp_path / ref.relative_to(work)
+        assert got.read_bytes() == ref.read_bytes(), f"{got} differs from the one-job-per-run file"
+        summary = json.loads((got.parent / "summary.json").read_text())
+        assert summary["batch"]["size"] in (2, 3)
+        assert f"{summary['run']['variant']}/seed{summary['seed']}" in summary["batch"]["runs"]
+    for table in ("table1_seen.csv", "table2_task1.csv", "lr_sweep.csv"):
+        assert (tmp_path / "results" / "tables" / table).read_bytes() == \
+            (work / "results" / "tables" / table).read_bytes()
+    assert "DIVERGED" in (tmp_path / "results" / "logs" / "train" / "permuted_mnist" / "batch1.log").read_text() + \
+        (tmp_path / "results" / "logs" / "train" / "permuted_mnist" / "batch2.log").read_text()
+    # a targeted rebuild of one run retrains its batch, nothing else
+    one = tmp_path / "results" / "runs" / "split_mnist" / "ngm" / "seed2" / "log.parquet"
+    one.unlink()
+    again = planned(snakemake(tmp_path, "--configfile", str(cfg), "-n", str(one.relative_to(tmp_path))).stdout)
+    assert sum(v for k, v in again.items() if k.startswith("train_")) == 1 and "train" not in again

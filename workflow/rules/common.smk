@@ -1,10 +1,13 @@
 # Helpers shared by the rules: config validation, paths, target lists, input functions.
 import json
 import re
+import shlex
 from pathlib import Path
 
+from stabgap.batched import BATCHABLE_NETS
 from stabgap.config import (
     ConfigError,
+    batch_key,
     check_config,
     data_root,
     experiment_runs,
@@ -108,6 +111,68 @@ def train_resource(wildcards, key, default_key):
     return config["benchmarks"][wildcards.benchmark].get(
         key, config["compute"][default_key]
     )
+
+
+def train_batches():
+    """Multi-run batching (compute.batch_runs > 1): the runs of each MLP benchmark, ordered by
+    variant and seed, in batches of at most batch_runs runs that share their settings
+    (stabgap.config.batch_key). Returns (benchmark, index, [(variant, seed), ...]) per batch.
+    """
+    size = config["compute"]["batch_runs"]
+    if size <= 1:
+        return []
+    runs = sorted({r for group in GROUPS.values() for r in group})
+    batches = []
+    for bench in BENCHMARKS:
+        if get_benchmark(bench).net not in BATCHABLE_NETS:
+            continue
+        by_key = {}  # runs that may share a batch
+        for b, v, s in runs:
+            if b == bench:
+                key = json.dumps(batch_key(run_config(config, b, v, s)), sort_keys=True)
+                by_key.setdefault(key, []).append((v, s))
+        chunks = [
+            chunk
+            for key in sorted(by_key)
+            for chunk in (
+                by_key[key][i : i + size] for i in range(0, len(by_key[key]), size)
+            )
+        ]
+        batches += [(bench, i, chunk) for i, chunk in enumerate(chunks)]
+    return batches
+
+
+BATCHES = train_batches()
+# benchmarks whose runs the batches train; the others keep one training job per run
+BATCHED_BENCHMARKS = sorted({b for b, _, _ in BATCHES})
+UNBATCHED_BENCHMARKS = [b for b in BENCHMARKS if b not in BATCHED_BENCHMARKS]
+
+
+def batch_args(bench, members):
+    """The `python -m stabgap train` arguments of a batch: --run and --out-dir per run."""
+    return " ".join(
+        f"--run {shlex.quote(json.dumps(run_config(config, bench, v, s), sort_keys=True))}"
+        f" --out-dir {shlex.quote(run_dir(bench, v, s))}"
+        for v, s in members
+    )
+
+
+def retry_mem(base, attempt):
+    """A retried training job (--retries) asks for 50% more memory per attempt ..."""
+    return base * (1 + attempt) // 2
+
+
+def retry_runtime(base, attempt):
+    """... and twice the time."""
+    return base * 2 ** (attempt - 1)
+
+
+def batch_resource(bench, key, default_key, n_runs):
+    """A batch job's memory (as one run's) and runtime (as its runs one after another)."""
+    base = config["benchmarks"][bench].get(key, config["compute"][default_key])
+    if key == "mem_mb":
+        return lambda wildcards, attempt: retry_mem(base, attempt)
+    return lambda wildcards, attempt: retry_runtime(base * n_runs, attempt)
 
 
 def train_group(wildcards):

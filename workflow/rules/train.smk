@@ -11,6 +11,9 @@ rule train:
         f"{RESULTS}/logs/train/{{benchmark}}/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{benchmark}}/{{method}}/seed{{seed}}.tsv"
+    # benchmarks under multi-run batching are trained by the batch rules below
+    wildcard_constraints:
+        benchmark="|".join(UNBATCHED_BENCHMARKS) or "(?!)",
     # MLP runs share one group, so a cluster profile can pack many into one scheduler job
     # (--group-components mlp_runs=N); every ResNet run is a group of its own.
     group:
@@ -20,13 +23,12 @@ rule train:
     threads: config["compute"]["threads"]
     resources:
         # a retry (--retries) asks for 50% more memory and twice the time per attempt
-        mem_mb=lambda w, attempt: train_resource(w, "mem_mb", "train_mem_mb")
-        * (2 + attempt - 1)
-        // 2,
-        runtime=lambda w, attempt: train_resource(
-            w, "runtime_min", "train_runtime_min"
-        )
-        * 2 ** (attempt - 1),
+        mem_mb=lambda w, attempt: retry_mem(
+            train_resource(w, "mem_mb", "train_mem_mb"), attempt
+        ),
+        runtime=lambda w, attempt: retry_runtime(
+            train_resource(w, "runtime_min", "train_runtime_min"), attempt
+        ),
         gpu=uses_gpu,
     params:
         run=run_params,
@@ -36,6 +38,47 @@ rule train:
     shell:
         "python -m stabgap train --run {params.run:q} --stream {input.stream}"
         " --out-dir {params.out_dir} --checkpoint {params.checkpoint:q} >> {log} 2>&1"
+
+
+# Multi-run batching (compute.batch_runs > 1): one job trains a batch of runs of one MLP benchmark as
+# a batch of models in one process, and still writes one output set per run (bitwise the same files
+# on a CPU). One rule per batch, named train_<benchmark>_batch<i>; rebuilding one of its runs
+# retrains the batch.
+for _bench, _i, _members in BATCHES:
+
+    rule:
+        name:
+            f"train_{_bench}_batch{_i}"
+        input:
+            stream=f"{RESULTS}/streams/{_bench}.pt",
+        output:
+            [
+                f"{run_dir(_bench, v, s)}/{name}"
+                for v, s in _members
+                for name in ("log.parquet", "summary.json")
+            ],
+        log:
+            f"{RESULTS}/logs/train/{_bench}/batch{_i}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/train/{_bench}/batch{_i}.tsv"
+        group:
+            "mlp_runs"
+        conda:
+            "../../envs/stabgap.yaml"
+        threads: config["compute"]["threads"]
+        resources:
+            mem_mb=batch_resource(_bench, "mem_mb", "train_mem_mb", len(_members)),
+            runtime=batch_resource(
+                _bench, "runtime_min", "train_runtime_min", len(_members)
+            ),
+            gpu=0,
+        params:
+            runs=batch_args(_bench, _members),
+            # outside the declared outputs; its name changes with the batch's runs
+            checkpoint=f"{RESULTS}/checkpoints/{_bench}/batch{_i}-{len(_members)}runs.pt",
+        shell:
+            "python -m stabgap train {params.runs} --stream {input.stream}"
+            " --checkpoint {params.checkpoint:q} >> {log} 2>&1"
 
 
 rule metrics:
