@@ -1,6 +1,5 @@
 """Multi-run batching (batched.py): a batch of models gives each run the log it gets alone."""
 
-import io
 import json
 import subprocess
 import sys
@@ -174,3 +173,31 @@ def test_batch_matches_separate_runs_on_cuda(split):
     assert (table["first steps loss rel"] < 1e-4).all()
     steady = table[~table.adam]
     assert (steady["loss rel"] < 1e-2).all() and (steady["test accuracy pts"] <= 1.0).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("batched", [False, True])
+def test_checkpoint_resume_on_cuda(split, tmp_path, batched):
+    """A checkpoint written on the GPU and loaded with map_location=cuda resumes exactly."""
+    from stabgap.train import load_checkpoint
+
+    st = settings()
+    runs = [("adam_reset", 42), ("ngm", 43)] if batched else [("ngm", 43)]
+
+    def fresh():
+        if batched:
+            return BatchedTrainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st, "cuda")
+        return Trainer(split, resolve_method(runs[0][0]), st, runs[0][1], "cuda")
+
+    ref = fresh()
+    ref.run(progress=None)
+    first = fresh()
+    while first.iteration < 20:
+        first.step()
+    save_checkpoint(first, tmp_path / "c.pt", "h", 1.0)
+    second = fresh()
+    second.load_state_dict(load_checkpoint(tmp_path / "c.pt", "h", torch.device("cuda"))["trainer"])
+    second.run(progress=None)
+    pairs = zip(ref.runs, second.runs) if batched else [(ref, second)]
+    for a, b in pairs:
+        assert a.log().equals(b.log())

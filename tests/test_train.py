@@ -161,11 +161,17 @@ def test_crop_flip_augmentation():
     assert any(not torch.equal(o, x) for o in outs) and any((o == 0).any() for o in outs)
 
 
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("test_augment", [False, True])
-def test_resnet_training_path_on_a_small_rgb_stream(test_augment):
+def test_resnet_training_path_on_a_small_rgb_stream(test_augment, device):
     """The slim ResNet-18 path (NCHW layout, per-channel normalisation, augmentation, BatchNorm,
     NGM-SGD's backbone/head split) on random RGB images: a code-path test, not a benchmark."""
     from stabgap.streams import BENCHMARKS, Benchmark, Stream, register
+
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True  # as train_runs sets
 
     if "test_rgb" not in BENCHMARKS:
         register(Benchmark("test_rgb", "class-incremental", "resnet18_slim", 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
@@ -176,14 +182,15 @@ def test_resnet_training_path_on_a_small_rgb_stream(test_augment):
     order = torch.argsort(y, stable=True)
     stream = Stream("test_rgb", x[order], y[order], [0, 32, 64], x[order][::2], y[order][::2], [0, 16, 32])
     run = RunSettings(iters_per_context=3, batch_size=8, eta=0.2, test_augment=test_augment)
-    tr = make_trainer(stream, "ngm", None, run, 1, "cpu")
+    tr = make_trainer(stream, "ngm", None, run, 1, device)
     tr.run(progress=None)
     log = tr.log()
+    assert tr.net.head.weight.device.type == device
     # context 2 under the v1 protocol pools 2 augmented passes: accuracies are multiples of 100/(2·16)
     assert tr.rec_eval_passes.tolist() == ([1, 1, 1, 2, 2, 2] if test_augment else [1] * 6)
     acc = log[(log.split == "test") & (log.iteration == 6)].accuracy.to_numpy()
     assert np.allclose(np.round(acc * 32 / 100), acc * 32 / 100)
-    again = make_trainer(stream, "ngm", None, run, 1, "cpu")
+    again = make_trainer(stream, "ngm", None, run, 1, device)
     again.run(progress=None)
     assert again.log().equals(log)
     assert set(log.columns) >= {"gain_head"} and log.iteration.max() == 6

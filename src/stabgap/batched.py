@@ -98,7 +98,7 @@ class BatchedMLP(nn.Module):
         self.fc2 = BatchedGainLinear([n.fc2 for n in nets])
         self.out = BatchedGainLinear([n.out for n in nets])
         gcs = [n.gain_control for n in nets]
-        f32 = dict(dtype=torch.float32)
+        f32 = {"dtype": torch.float32}
         # g <- γ·g + (1 − γ)·g0 + drive, in the same fp32 arithmetic as GainControl.step
         self.register_buffer("gamma", torch.tensor([g.gamma for g in gcs], **f32).view(-1, 1))
         self.register_buffer("rest", torch.tensor([(1.0 - g.gamma) * g.g0 for g in gcs], **f32).view(-1, 1))
@@ -379,7 +379,7 @@ class BatchedTrainer:
             r.sampler = None
             if saved["sampler"] is not None:
                 r.sampler = torch.Generator()
-                r.sampler.set_state(saved["sampler"])
+                r.sampler.set_state(saved["sampler"].cpu())  # a CPU generator, whatever map_location did
         for name, value in state["records"].items():
             getattr(self, name).copy_(value)
         self.iteration = int(state["iteration"])

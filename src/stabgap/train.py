@@ -273,8 +273,8 @@ class Trainer:
         self.sampler = None
         if state["sampler"] is not None:
             self.sampler = torch.Generator()
-            self.sampler.set_state(state["sampler"])
-        self.test_aug_gen.set_state(state["test_aug_gen"])
+            self.sampler.set_state(state["sampler"].cpu())  # CPU generators, whatever map_location did
+        self.test_aug_gen.set_state(state["test_aug_gen"].cpu())
         self.diverged_at = state["diverged_at"]
         for name, value in state["records"].items():
             getattr(self, name).copy_(value)
