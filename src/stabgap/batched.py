@@ -1,22 +1,25 @@
 """Multi-run batching: several runs of one MLP benchmark trained in one process as a batch of models.
 
 M runs (seeds, and methods too: the network is the same) share the stream's tensors on the device.
-Their weights are stacked (M×out×in per layer), so each layer of all M models is one batched matrix
-product: in training every model takes its own mini-batch, in evaluation the shared test images go
-through all M models at once. Everything else is per model and as in `train.Trainer`: the
-initialisation from its seed, its sampler, its gain dynamics, its optimizer (the unbatched update
-rule of optim.py applied to its slice of the stacked weights), its records and its log. A `Trainer`
-per run keeps that run's bookkeeping (test subset, records as views of the batch's, `log()`).
+Their weights are stacked (M×out×in per layer), and every element-wise op, optimizer step and
+record is one op over the whole batch. On a GPU each layer of all M models is also one batched
+matrix product (in training every model takes its own mini-batch; in evaluation the shared test
+images go through all M models at once): one MLP run is a stream of tiny kernels, and a batch
+launches as many for all its models. On the CPU each model keeps its own products, exactly those it
+makes alone (a CPU gains nothing from batched products, bench/NOTES.md), so the batch is bitwise
+equal to separate runs at the same thread count (tests/test_batched.py); on a GPU, batched kernels
+sum in another order, and the runs agree to floating-point tolerance.
 
-On the CPU the results are bitwise identical to separate runs at the same thread count
-(tests/test_batched.py); on a GPU, batched kernels may sum in another order, so they agree to
-floating-point tolerance. Only the MLP is batched; ResNet runs are trained one per process.
+Everything else is per model and as in `train.Trainer`: the initialisation from its seed, its
+sampler, its gain dynamics, its optimizer (the unbatched update rule of optim.py applied to its
+slice of the stacked weights), its records and its log. A `Trainer` per run keeps that run's
+bookkeeping (test subset, records as views of the batch's, `log()`). Only the MLP is batched;
+ResNet runs are trained one per process.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,7 @@ from .methods import Method
 from .nets import MLP
 from .optim import adam_update, sgd_update
 from .streams import Stream, get_benchmark
-from .train import PURPOSE_SAMPLER, RunData, RunSettings, Trainer, derive_seed
+from .train import PURPOSE_SAMPLER, RunData, RunSettings, Trainer, derive_seed, run_loop
 
 BATCHABLE_NETS = ("mlp",)
 
@@ -270,6 +273,9 @@ class BatchedTrainer:
                 self.rec_gain[:, i, c] = batch_mean(layer.gain)
         self.rec_lr[:, i] = torch.tensor(lrs, dtype=torch.float64)
         self.iteration = t
+        for r in self.runs:
+            if r.diverged_at is None:
+                r.iteration = t
         if t in self._eval_row:
             self.evaluate(t, k)
 
@@ -329,35 +335,28 @@ class BatchedTrainer:
         return f"{self.stream.benchmark}/batch of {self.M} runs"
 
     def run(self, progress=sys.stderr, checkpoint=None, checkpoint_every: int = 0) -> None:
-        """Train every model to the end (or to its divergence), as Trainer.run does for one."""
-        every = self.settings.progress_every or max(1, self.total_iters // 10)
-        start, first = time.perf_counter(), self.iteration
-        while self.iteration < self.total_iters and self.alive():
-            self.step()
-            t = self.iteration
-            for r in self.runs:
-                if r.diverged_at is None:
-                    r.iteration = t
-            if t % self.DIVERGENCE_CHECK_EVERY == 0 or t == self.total_iters:
-                for m in self.check_divergence():
-                    r = self.runs[m]
-                    if progress is not None:
-                        print(f"[{self.stream.benchmark}/{r.method.name}/seed {r.seed}] DIVERGED: non-finite loss "
-                              f"or gain at iteration {r.diverged_at}; run stopped (the batch goes on)",
-                              file=progress, flush=True)
-            if progress is not None and (t % every == 0 or t == self.total_iters):
-                row = self._eval_row.get(t)
-                acc1 = "n/a"
-                if row is not None:
-                    acc = 100.0 * self.rec_test_correct[:, row, 0].double().cpu() / self.test_sizes[0]
-                    acc1 = f"{float(acc.min()):.2f}-{float(acc.max()):.2f}%"
-                rate = (t - first) / max(time.perf_counter() - start, 1e-9)
-                print(f"[{self.name()}] iter {t}/{self.total_iters} context {self.context_of(t)}/{self.n_contexts} "
-                      f"train loss {float(self.rec_train_loss[:, t - 1].mean()):.4f} (mean) task-1 acc {acc1} "
-                      f"(min-max) {len(self.alive())} running ({rate:.0f} it/s, {rate * self.M:.0f} model-it/s)",
+        """Train every model to the end (or to its divergence); see train.run_loop."""
+        run_loop(self, progress, checkpoint, checkpoint_every)
+
+    def stop_on_divergence(self, progress) -> bool:
+        """Diverged runs stop alone; the batch ends when every run has."""
+        for m in self.check_divergence():
+            r = self.runs[m]
+            if progress is not None:
+                print(f"[{self.stream.benchmark}/{r.method.name}/seed {r.seed}] DIVERGED: non-finite loss "
+                      f"or gain at iteration {r.diverged_at}; run stopped (the batch goes on)",
                       file=progress, flush=True)
-            if checkpoint is not None and checkpoint_every and t % checkpoint_every == 0 and t < self.total_iters:
-                checkpoint(self)
+        return not self.alive()
+
+    def progress_line(self, t: int, rate: float) -> str:
+        row = self._eval_row.get(t)
+        acc1 = "n/a"
+        if row is not None:
+            acc = 100.0 * self.rec_test_correct[:, row, 0].double().cpu() / self.test_sizes[0]
+            acc1 = f"{float(acc.min()):.2f}-{float(acc.max()):.2f}%"
+        return (f"[{self.name()}] iter {t}/{self.total_iters} context {self.context_of(t)}/{self.n_contexts} "
+                f"train loss {float(self.rec_train_loss[:, t - 1].mean()):.4f} (mean) task-1 acc {acc1} "
+                f"(min-max) {len(self.alive())} running ({rate:.0f} it/s, {rate * self.M:.0f} model-it/s)")
 
     # ------------------------------------------------------------------ checkpoints
     RECORDS = ("rec_train_loss", "rec_train_correct", "rec_entropy", "rec_gain", "rec_lr", "rec_test_correct",

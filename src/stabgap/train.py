@@ -281,32 +281,26 @@ class Trainer:
         self.iteration = int(state["iteration"])
 
     def run(self, progress=sys.stderr, checkpoint=None, checkpoint_every: int = 0) -> None:
-        """Train to the end (or to divergence). `checkpoint(trainer)` is called every
-        `checkpoint_every` iterations (0: never) so a killed job can resume from there."""
-        every = self.settings.progress_every or max(1, self.total_iters // 10)
-        start = time.perf_counter()
-        first = self.iteration
-        while self.iteration < self.total_iters:
-            self.step()
-            t = self.iteration
-            if (t % self.DIVERGENCE_CHECK_EVERY == 0 or t == self.total_iters) and self.check_divergence():
-                if progress is not None:
-                    print(f"[{self.stream.benchmark}/{self.method.name}/seed {self.seed}] DIVERGED: non-finite "
-                          f"loss or gain at iteration {self.diverged_at}; run stopped", file=progress, flush=True)
-                return
-            if progress is not None and (t % every == 0 or t == self.total_iters):
-                row = self._eval_row.get(t)
-                acc1 = "   n/a"
-                if row is not None:
-                    n1 = self.test_sizes[0] * int(self.rec_eval_passes[row])
-                    acc1 = f"{100.0 * float(self.rec_test_correct[row, 0]) / n1:6.2f}%"
-                rate = (t - first) / max(time.perf_counter() - start, 1e-9)
-                print(f"[{self.stream.benchmark}/{self.method.name}/seed {self.seed}] iter {t}/{self.total_iters} "
-                      f"context {self.context_of(t)}/{self.n_contexts} train loss {float(self.rec_train_loss[t - 1]):.4f} "
-                      f"task-1 acc {acc1} gain {float(self.rec_gain[t - 1, -1]):.4f} ({rate:.0f} it/s)",
-                      file=progress, flush=True)
-            if checkpoint is not None and checkpoint_every and t % checkpoint_every == 0 and t < self.total_iters:
-                checkpoint(self)
+        """Train to the end (or to divergence); see `run_loop`."""
+        run_loop(self, progress, checkpoint, checkpoint_every)
+
+    def stop_on_divergence(self, progress) -> bool:
+        if not self.check_divergence():
+            return False
+        if progress is not None:
+            print(f"[{self.stream.benchmark}/{self.method.name}/seed {self.seed}] DIVERGED: non-finite "
+                  f"loss or gain at iteration {self.diverged_at}; run stopped", file=progress, flush=True)
+        return True
+
+    def progress_line(self, t: int, rate: float) -> str:
+        row = self._eval_row.get(t)
+        acc1 = "   n/a"
+        if row is not None:
+            n1 = self.test_sizes[0] * int(self.rec_eval_passes[row])
+            acc1 = f"{100.0 * float(self.rec_test_correct[row, 0]) / n1:6.2f}%"
+        return (f"[{self.stream.benchmark}/{self.method.name}/seed {self.seed}] iter {t}/{self.total_iters} "
+                f"context {self.context_of(t)}/{self.n_contexts} train loss {float(self.rec_train_loss[t - 1]):.4f} "
+                f"task-1 acc {acc1} gain {float(self.rec_gain[t - 1, -1]):.4f} ({rate:.0f} it/s)")
 
     def log(self) -> pd.DataFrame:
         """The tidy per-iteration log: one 'train' row per iteration (task 0) and one 'test' row per
@@ -343,6 +337,25 @@ class Trainer:
 
     def diverged(self) -> bool:
         return self.diverged_at is not None
+
+
+def run_loop(trainer, progress=sys.stderr, checkpoint=None, checkpoint_every: int = 0) -> None:
+    """Train a Trainer (or a batched.BatchedTrainer) to its end: a divergence check every
+    DIVERGENCE_CHECK_EVERY iterations (`stop_on_divergence` may end the run), a progress line every
+    tenth of the run (or `progress_every` iterations), and `checkpoint(trainer)` every
+    `checkpoint_every` iterations (0: never) so that a killed job can resume from there."""
+    every = trainer.settings.progress_every or max(1, trainer.total_iters // 10)
+    start, first = time.perf_counter(), trainer.iteration
+    while trainer.iteration < trainer.total_iters:
+        trainer.step()
+        t = trainer.iteration
+        if (t % trainer.DIVERGENCE_CHECK_EVERY == 0 or t == trainer.total_iters) and trainer.stop_on_divergence(progress):
+            return
+        if progress is not None and (t % every == 0 or t == trainer.total_iters):
+            rate = (t - first) / max(time.perf_counter() - start, 1e-9)
+            print(trainer.progress_line(t, rate), file=progress, flush=True)
+        if checkpoint is not None and checkpoint_every and t % checkpoint_every == 0 and t < trainer.total_iters:
+            checkpoint(trainer)
 
 
 def make_trainer(stream: Stream, method_name: str, method_settings: dict | None, settings: RunSettings,
