@@ -99,7 +99,7 @@ def main(argv=None) -> None:
                            eval_scope=a.eval)
     methods = [resolve_method(r["method"], r["method_settings"]) for r in cfg]
     seeds = [seed for _, seed in runs]
-    mode = "batched" if len(runs) > 1 and a.mode == "batched" else "unbatched"
+    mode = a.mode if len(runs) > 1 else "single"  # sequential: the unbatched trainer, run after run
     if device.type == "cuda":  # start CUDA and cuBLAS before the clock starts
         (torch.ones(8, 8, device=device) @ torch.ones(8, 8, device=device)).sum().item()
         torch.cuda.reset_peak_memory_stats(device)
@@ -118,7 +118,7 @@ def main(argv=None) -> None:
     logs = [tr.log() for tr in trainers]  # copies the records to the host: the device is done
     wall = time.perf_counter() - t0
 
-    fwd = mlp_forward_flops(trainers[0].net if mode == "unbatched" else batch.net)
+    fwd = mlp_forward_flops(batch.net if mode == "batched" else trainers[0].net)
     evaluated = sum(int(log[log.split == "test"].n.sum()) for log in logs)
     iters = sum(tr.iteration for tr in trainers)
     flops = 3 * fwd * settings.batch_size * iters + fwd * evaluated

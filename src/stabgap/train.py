@@ -77,7 +77,6 @@ class RunData:
 
     def __init__(self, stream: Stream, device: torch.device, test_augment: bool = False):
         bench = get_benchmark(stream.benchmark)
-        self.device = device
         self.train_x = self._layout(stream.train_x).to(device)
         self.train_y = stream.train_y.to(device)
         self.mean = torch.tensor(bench.mean, device=device).view(1, -1, 1, 1)
