@@ -21,6 +21,7 @@ include: "workflow/rules/streams.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/cost.smk"
 
 
 rule all:
@@ -28,3 +29,4 @@ rule all:
     input:
         all_tables(),
         all_figures(),
+        f"{RESULTS}/cost.md",

@@ -1,4 +1,4 @@
-"""Multi-run batching (batched.py): a batch of models gives each run the log it gets alone."""
+"""Multi-run batching (train.Trainer over batched.py): a batch of models gives each run the log it gets alone."""
 
 import json
 import subprocess
@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from stabgap.batched import BatchedTrainer
 from stabgap.config import load_config, run_config
 from stabgap.datasets import build_canonical, load_canonical
 from stabgap.methods import METHODS, resolve_method
 from stabgap.streams import build_stream, build_stream_file
-from stabgap.train import RunSettings, Trainer, save_checkpoint
+from stabgap.runfiles import save_checkpoint
+from stabgap.train import RunSettings, Trainer
 
 # every registered method (optimizers, gain modes, oracle resets, Entropy-LR), some with two seeds
 RUNS = [(name, 42) for name in METHODS] + [("ngm", 43), ("adam", 43), ("sgd", 44)]
@@ -36,14 +36,15 @@ def settings(**kw):
 
 
 def alone(stream, method, seed, st, device="cpu"):
-    tr = Trainer(stream, method, st, seed, device)
+    """A single run (R = 1); its Run."""
+    tr = Trainer(stream, method, seed, st, device)
     tr.run(progress=None)
-    return tr
+    return tr.runs[0]
 
 
 def batch_of(stream, runs, st, device="cpu", overrides=None):
     methods = [resolve_method(name, (overrides or {}).get(name)) for name, _ in runs]
-    bt = BatchedTrainer(stream, methods, [seed for _, seed in runs], st, device)
+    bt = Trainer(stream, methods, [seed for _, seed in runs], st, device)
     bt.run(progress=None)
     return bt
 
@@ -79,26 +80,16 @@ def test_a_batch_resumes_from_its_checkpoint_exactly(split, tmp_path):
     st = settings()
     runs = [("adam_reset", 42), ("entropy_lr", 42), ("ngm", 43)]
     ref = batch_of(split, runs, st)
-    first = BatchedTrainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st)
+    first = Trainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st)
     while first.iteration < 20:  # mid-context 2, after the oracle reset
         first.step()
     save_checkpoint(first, tmp_path / "batch.pt", "hash", 1.0)
     state = torch.load(tmp_path / "batch.pt", weights_only=True)
-    second = BatchedTrainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st)
+    second = Trainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st)
     second.load_state_dict(state["trainer"])
     second.run(progress=None)
     for a, b in zip(ref.runs, second.runs):
         assert a.log().equals(b.log())
-
-
-def test_only_the_mlp_is_batched(tmp_path):
-    from stabgap.streams import Stream
-
-    x = torch.zeros(4, 32, 32, 3, dtype=torch.uint8)
-    y = torch.tensor([0, 1, 0, 1])
-    stream = Stream("split_cifar10", x, y, [0, 4], x, y, [0, 4], {})
-    with pytest.raises(ValueError, match="implemented for the mlp only.*split_cifar10"):
-        BatchedTrainer(stream, [resolve_method("sgd")] * 2, [1, 2], settings())
 
 
 def _cli(runs, stream, outs, *extra):
@@ -179,15 +170,13 @@ def test_batch_matches_separate_runs_on_cuda(split):
 @pytest.mark.parametrize("batched", [False, True])
 def test_checkpoint_resume_on_cuda(split, tmp_path, batched):
     """A checkpoint written on the GPU and loaded with map_location=cuda resumes exactly."""
-    from stabgap.train import load_checkpoint
+    from stabgap.runfiles import load_checkpoint
 
     st = settings()
     runs = [("adam_reset", 42), ("ngm", 43)] if batched else [("ngm", 43)]
 
     def fresh():
-        if batched:
-            return BatchedTrainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st, "cuda")
-        return Trainer(split, resolve_method(runs[0][0]), st, runs[0][1], "cuda")
+        return Trainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st, "cuda")
 
     ref = fresh()
     ref.run(progress=None)
@@ -198,6 +187,54 @@ def test_checkpoint_resume_on_cuda(split, tmp_path, batched):
     second = fresh()
     second.load_state_dict(load_checkpoint(tmp_path / "c.pt", "h", torch.device("cuda"))["trainer"])
     second.run(progress=None)
-    pairs = zip(ref.runs, second.runs) if batched else [(ref, second)]
-    for a, b in pairs:
+    for a, b in zip(ref.runs, second.runs):
+        assert a.log().equals(b.log())
+
+
+# ---------------------------------------------------------------------- the ResNet, batched
+
+def _rgb_stream(n_per_class=24, size=32, seed=0):
+    """A Split CIFAR-10 stream of random uint8 images (shape and augmentation as the real one)."""
+    from stabgap.streams import Stream
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(4).repeat_interleave(n_per_class)
+    x = torch.randint(0, 256, (len(y), size, size, 3), dtype=torch.uint8, generator=g)
+    off = [0, 2 * n_per_class, 4 * n_per_class]
+    return Stream("split_cifar10", x, y, off, x.clone(), y.clone(), off, {})
+
+
+RESNET_RUNS = [("ngm", 42), ("msgd_reset", 42), ("adam", 43), ("sgd", 43), ("entropy_lr", 44)]
+
+
+@pytest.mark.parametrize("test_augment, subset", [(False, None), (True, 20)])
+def test_resnet_batch_equals_separate_runs_bitwise_on_cpu(test_augment, subset):
+    """Five ResNet runs as one batch: each with its own BatchNorm statistics, gains, optimizer state,
+    sampler and crop/flip stream (training and v1 test augmentation), bitwise its run alone."""
+    torch.set_num_threads(2)
+    stream = _rgb_stream()
+    st = settings(iters_per_context=3, batch_size=8, eta=0.2, eval_every=2, test_augment=test_augment,
+                  eval_subset=subset, eval_batch_size=30)
+    bt = batch_of(stream, RESNET_RUNS, st)
+    for (name, seed), r in zip(RESNET_RUNS, bt.runs):
+        assert r.log().equals(alone(stream, resolve_method(name), seed, st).log()), f"{name}/seed{seed}"
+    # each model its own BatchNorm running statistics
+    bn = [b.bn1.running_mean for b in bt.net.backbones]
+    assert not torch.equal(bn[0], bn[1])
+
+
+def test_resnet_batch_resumes_from_its_checkpoint_exactly(tmp_path):
+    torch.set_num_threads(1)
+    stream = _rgb_stream(n_per_class=8)
+    st = settings(iters_per_context=3, batch_size=4, eta=0.2, test_augment=True)
+    runs = [("ngm", 1), ("msgd_reset", 2)]
+    ref = batch_of(stream, runs, st)
+    first = Trainer(stream, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st)
+    while first.iteration < 4:  # in context 2, after the reset
+        first.step()
+    save_checkpoint(first, tmp_path / "b.pt", "h", 1.0)
+    second = Trainer(stream, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st)
+    second.load_state_dict(torch.load(tmp_path / "b.pt", weights_only=True)["trainer"])
+    second.run(progress=None)
+    for a, b in zip(ref.runs, second.runs):
         assert a.log().equals(b.log())

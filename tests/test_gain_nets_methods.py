@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from stabgap.gain import GainControl, batch_entropy, fixed_point, gain_update
-from stabgap.methods import METHODS, make_optimizer, reset_optimizer_state, resolve_method
+from stabgap.batched import stack_nets
+from stabgap.methods import METHODS, resolve_method
+from stabgap.optim import RunOptimizer
 from stabgap.nets import build_net
 
 
@@ -132,55 +134,85 @@ def test_unknown_method_lists_known_names():
     assert {"sgd", "msgd", "adam", "ngm", "fixed_gain", "entropy_lr", "msgd_reset", "adam_reset"} <= set(METHODS)
 
 
-def _groups(opt):
-    return [(len(g["params"]), g["momentum"]) for g in opt.param_groups]
+def _momenta(opt):
+    return sorted({(modulated, mu) for (_, _, modulated), mu in zip(opt.refs, opt.momenta)})
 
 
 def test_ngm_optimizer_split_on_resnet_and_mlp():
     ngm = resolve_method("ngm")
     resnet = build_net("resnet18_slim", 10, (3, 32, 32), ngm.gain_control(0.2), seed=0)
-    opt = make_optimizer(ngm, resnet)
-    (head,), rest = opt.param_groups[0]["params"], opt.param_groups[1]["params"]
-    assert head is resnet.head.weight and opt.param_groups[0]["momentum"] == 0.0
-    assert opt.param_groups[1]["momentum"] == 0.9
     trainable = [p for p in resnet.parameters() if p.requires_grad]
-    assert len(rest) == len(trainable) - 1  # every conv and BN weight/bias, not the head bias
-    assert all(p is not resnet.head.bias for g in opt.param_groups for p in g["params"])
+    batch = stack_nets([resnet])
+    opt = RunOptimizer(ngm, batch.param_refs(0, 1))
+    (head, sl, modulated), *rest = opt.refs
+    assert head is batch.head.weight and sl == slice(0, 1) and modulated and opt.momenta[0] == 0.0
+    assert len(rest) == len(trainable) - 1  # every conv and BN weight/bias, not the head's weight or bias
+    assert set(opt.momenta[1:]) == {0.9} and not any(m for _, _, m in rest)
+    assert all(p is not batch.head.bias for p, _, _ in opt.refs)
     # on the MLP every layer is modulated: plain SGD on all weights
-    net = mlp(ngm.gain_control(0.4))
-    assert _groups(make_optimizer(ngm, net)) == [(3, 0.0)]
-    msgd = make_optimizer(resolve_method("msgd"), build_net("resnet18_slim", 10, (3, 32, 32), GainControl(), 0))
-    assert {g["momentum"] for g in msgd.param_groups} == {0.9}
+    mlp_batch = stack_nets([mlp(ngm.gain_control(0.4))])
+    assert _momenta(RunOptimizer(ngm, mlp_batch.param_refs(0, 1))) == [(True, 0.0)]
+    msgd = RunOptimizer(resolve_method("msgd"), stack_nets([build_net("resnet18_slim", 10, (3, 32, 32),
+                                                                      GainControl(), 0)]).param_refs(0, 1))
+    assert set(msgd.momenta) == {0.9}
 
 
 def test_reset_clears_optimizer_state():
-    net = mlp(GainControl())
-    opt = make_optimizer(resolve_method("adam"), net)
-    net.train()
-    torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 28, 28)), torch.tensor([0, 1, 2, 3])).backward()
-    opt.step()
-    assert len(opt.state) == 3
-    reset_optimizer_state(opt)
-    assert len(opt.state) == 0
+    batch = stack_nets([mlp(GainControl())])
+    opt = RunOptimizer(resolve_method("adam"), batch.param_refs(0, 1))
+    batch.train()
+    logits = batch(torch.randn(1, 4, 1, 28, 28))
+    torch.nn.functional.cross_entropy(logits[0], torch.tensor([0, 1, 2, 3])).backward()
+    opt.step(0.01)
+    assert sum(bool(s) for s in opt.state) == 3
+    opt.reset()
+    assert not any(opt.state)
+
+
+def test_stacked_gain_control_is_the_single_one_per_model():
+    """R networks' dynamics stacked: one update equals each network's own update."""
+    controls = [GainControl("entropy", g0=1.0, gamma=0.9, eta=0.4), GainControl("bump", g0=1.5, gamma=0.99, bump=0.5),
+                GainControl("frozen", g0=2.0)]
+    nets = [mlp(c, seed=i) for i, c in enumerate(controls)]
+    x = torch.randn(3, 6, 1, 28, 28)
+    batch = stack_nets([mlp(GainControl(*c.settings[0]), seed=i) for i, c in enumerate(controls)])
+    batch.train()
+    for n in nets:
+        n.train()
+    for step in range(4):
+        if step == 2:
+            batch.gain_control.pulse()
+            for c in controls:
+                c.pulse()
+        out = batch(x)
+        for m, n in enumerate(nets):
+            assert torch.allclose(out[m], n(x[m]), atol=1e-5)
+            assert torch.equal(batch.out.gain[m], n.out.gain)
+            assert torch.equal(batch.gain_control.entropy[m], controls[m].entropy)
 
 
 @pytest.mark.parametrize("kind", ["sgd", "msgd", "adam"])
 def test_optimizers_match_torch(kind):
-    from stabgap.optim import SGD, Adam
-
     torch.manual_seed(0)
-    ours_p = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
-    ref_p = [p.detach().clone().requires_grad_(True) for p in ours_p]
+    ours_p = [torch.randn(2, 5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    ref_p = [ours_p[0][1].detach().clone().requires_grad_(True), ours_p[1].detach().clone().requires_grad_(True)]
+    method = resolve_method(kind)
+    # a stacked parameter updated on one model's slice, and a parameter of one model alone
+    ours = RunOptimizer(method, [(ours_p[0], slice(1, 2), True), (ours_p[1], None, False)])
     if kind == "adam":
-        ours, ref = Adam([{"params": ours_p}], lr=0.01), torch.optim.Adam(ref_p, lr=0.01, foreach=False)
+        ref = torch.optim.Adam(ref_p, lr=0.01, foreach=False)
     else:
-        mu = 0.9 if kind == "msgd" else 0.0
-        ours, ref = SGD([{"params": ours_p, "momentum": mu}], lr=0.01), torch.optim.SGD(ref_p, lr=0.01, momentum=mu)
+        ref = torch.optim.SGD(ref_p, lr=0.01, momentum=method.momentum)
+    before = ours_p[0][0].detach().clone()
     for step in range(6):
-        grads = [torch.randn_like(p) for p in ours_p]
-        for p, q, g in zip(ours_p, ref_p, grads):
-            p.grad, q.grad = g.clone(), g.clone()
-        ours.step()
+        grads = [torch.randn_like(p) for p in ref_p]
+        ours_p[0].grad = torch.stack([torch.randn_like(grads[0]), grads[0]])
+        ours_p[1].grad = grads[1].clone()
+        for q, g in zip(ref_p, grads):
+            q.grad = g.clone()
+        ours.step(0.01)
         ref.step()
+    assert torch.equal(ours_p[0][0], before)  # the other model's slice is untouched
+    ours_p = [ours_p[0][1], ours_p[1]]
     for p, q in zip(ours_p, ref_p):
         assert torch.allclose(p, q, atol=1e-7, rtol=1e-6)

@@ -82,7 +82,7 @@ def test_state_dict_round_trip_continues_exactly(stream_file, method):
     second = make_trainer(stream, method, None, settings, 7, "cpu")
     second.load_state_dict(state)
     second.run(progress=None)
-    assert second.log().equals(ref.log())
+    assert second.runs[0].log().equals(ref.runs[0].log())
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(stream_file, tmp_path):
@@ -176,8 +176,9 @@ def test_absurd_learning_rate_diverges_and_stops_the_run(stream_file):
     tr = make_trainer(stream, "sgd", {"lr": 1e8}, RunSettings(iters_per_context=100, batch_size=32, eta=0.4),
                       1, "cpu")
     tr.run(progress=None)
-    assert tr.diverged() and tr.diverged_at is not None and tr.diverged_at <= 100
-    log = tr.log()
-    assert log.iteration.max() == tr.diverged_at - 1
+    run = tr.runs[0]
+    assert run.diverged() and run.diverged_at is not None and run.diverged_at <= 100
+    log = run.log()
+    assert log.iteration.max() == run.diverged_at - 1
     assert torch.isfinite(torch.tensor(log[log.split == "train"].loss.to_numpy())).all()
     assert isinstance(tr, Trainer)

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import stabgap.train as train_mod
 from stabgap.datasets import build_canonical, load_canonical
 from stabgap.metrics import run_metrics
 from stabgap.streams import build_stream
@@ -54,7 +53,7 @@ def test_stream_contents(mnist5k, split):
 
 def test_ngm_training_lowers_loss_and_moves_gain(split):
     tr = trained(split, "ngm", I=60)
-    log = tr.log()
+    log = tr.runs[0].log()
     train = log[log.split == "train"]
     assert train.loss.iloc[-10:].mean() < 0.5 * train.loss.iloc[:3].mean()
     t1 = log[(log.split == "test") & (log.task == 1)]
@@ -67,7 +66,7 @@ def test_ngm_training_lowers_loss_and_moves_gain(split):
 
 def test_log_layout_and_evaluation_schedule(split):
     tr = trained(split, "sgd", I=10, eval_every=4)
-    log = tr.log()
+    log = tr.runs[0].log()
     assert (log[log.split == "train"].iteration.to_numpy() == np.arange(1, 31)).all()
     test = log[log.split == "test"]
     assert sorted(set(test.iteration)) == [4, 8, 10, 12, 16, 20, 24, 28, 30]  # every ρ and every context end
@@ -78,13 +77,13 @@ def test_log_layout_and_evaluation_schedule(split):
 
 def test_logged_accuracy_matches_a_fresh_evaluation(split):
     tr = trained(split, "adam", I=15)
-    log = tr.log()
+    log = tr.runs[0].log()
     last = log[(log.split == "test") & (log.iteration == 45)].set_index("task")
     tr.net.eval()
     with torch.no_grad():
         for j in (1, 2, 3):
             a, b = tr.test_offsets[j - 1], tr.test_offsets[j]
-            logits = tr.net(tr.test_x[a:b])
+            logits = tr.net(tr.test_x[a:b])[0]  # the batch of one model: its logits
             acc = (logits.argmax(1) == tr.test_y[a:b]).double().mean().item() * 100
             assert last.loc[j, "accuracy"] == pytest.approx(acc)
             assert last.loc[j, "loss"] == pytest.approx(F.cross_entropy(logits, tr.test_y[a:b]).item(), rel=1e-5)
@@ -92,7 +91,7 @@ def test_logged_accuracy_matches_a_fresh_evaluation(split):
 
 def _parquet(tr):
     buf = io.BytesIO()
-    tr.log().to_parquet(buf, index=False)
+    tr.runs[0].log().to_parquet(buf, index=False)
     return buf.getvalue()
 
 
@@ -103,25 +102,28 @@ def test_identical_runs_give_identical_logs(split):
 
 
 def test_oracle_reset_only_at_switches(split, monkeypatch):
+    from stabgap.optim import RunOptimizer
+
     calls = []
-    real = train_mod.reset_optimizer_state
+    real = RunOptimizer.reset
 
     def spy(opt):
         calls.append(current["t"])
         real(opt)
 
-    monkeypatch.setattr(train_mod, "reset_optimizer_state", spy)
+    monkeypatch.setattr(RunOptimizer, "reset", spy)
     current = {"t": 0}
     tr = make_trainer(split, "adam_reset", None, settings(I=10), 42, "cpu")
+    (_, _, opt), = tr.optimizers
     while tr.iteration < tr.total_iters:
         current["t"] = tr.iteration + 1
         tr.step()
-        steps = {int(s["step"]) for s in tr.optimizer.state.values()}
+        steps = {int(s["step"]) for s in opt.state}
         assert steps == {(tr.iteration - 1) % 10 + 1}  # Adam's step count restarts at each switch
     assert calls == [11, 21]
     plain = make_trainer(split, "adam", None, settings(I=10), 42, "cpu")
     plain.run(progress=None)
-    assert {int(s["step"]) for s in plain.optimizer.state.values()} == {30}
+    assert {int(s["step"]) for s in plain.optimizers[0][2].state} == {30}
 
 
 def test_eval_subset_is_fixed_per_seed(split):
@@ -130,17 +132,18 @@ def test_eval_subset_is_fixed_per_seed(split):
     c = make_trainer(split, "sgd", None, settings(eval_subset=50), 43, "cpu")
     assert a.test_sizes == [50, 50, 50]
     assert torch.equal(a.test_x, b.test_x) and not torch.equal(a.test_x, c.test_x)
+    assert a.test_x.shape[0] == 1 and a.test_x.shape[1] == 150  # one model's own subset
 
 
 def test_entropy_lr_moves_the_learning_rate(split):
-    log = trained(split, "entropy_lr", I=10).log()
+    log = trained(split, "entropy_lr", I=10).runs[0].log()
     lr = log[log.split == "train"].lr.to_numpy()
     assert lr[0] == pytest.approx(0.01) and lr.max() > 0.012
     assert (log[log.split == "train"].gain_out == 1.0).all()
 
 
 def test_metrics_run_on_a_real_log(split):
-    m = run_metrics(trained(split, "msgd").log())
+    m = run_metrics(trained(split, "msgd").runs[0].log())
     assert len(m["task1"]["sg"]) == 2 and len(m["seen"]["sg"]) == 2
     assert 0 <= m["seen"]["avg_acc"] <= 100
 
@@ -184,24 +187,25 @@ def test_resnet_training_path_on_a_small_rgb_stream(test_augment, device):
     run = RunSettings(iters_per_context=3, batch_size=8, eta=0.2, test_augment=test_augment)
     tr = make_trainer(stream, "ngm", None, run, 1, device)
     tr.run(progress=None)
-    log = tr.log()
-    assert tr.net.head.weight.device.type == device
+    log = tr.runs[0].log()
+    assert tr.net.head.weight.device.type == device and tr.net.backbones[0].conv1.weight.device.type == device
     # context 2 under the v1 protocol pools 2 augmented passes: accuracies are multiples of 100/(2·16)
     assert tr.rec_eval_passes.tolist() == ([1, 1, 1, 2, 2, 2] if test_augment else [1] * 6)
     acc = log[(log.split == "test") & (log.iteration == 6)].accuracy.to_numpy()
     assert np.allclose(np.round(acc * 32 / 100), acc * 32 / 100)
     again = make_trainer(stream, "ngm", None, run, 1, device)
     again.run(progress=None)
-    assert again.log().equals(log)
+    assert again.runs[0].log().equals(log)
     assert set(log.columns) >= {"gain_head"} and log.iteration.max() == 6
     assert log[log.split == "train"].gain_head.iloc[1] > 1.0
-    assert tr.optimizer.param_groups[0]["momentum"] == 0.0 and tr.optimizer.param_groups[1]["momentum"] == 0.9
+    (_, _, opt), = tr.optimizers
+    assert opt.momenta[0] == 0.0 and set(opt.momenta[1:]) == {0.9}  # plain SGD on the head only
     assert all(torch.isfinite(torch.tensor(log.loss.to_numpy())))
 
 
 def test_task1_only_evaluation_scope(split):
     tr = trained(split, "sgd", I=10, eval_scope="task1")
-    test = tr.log().query("split == 'test'")
+    test = tr.runs[0].log().query("split == 'test'")
     assert set(test.task) == {1} and len(test) == 30
-    full = trained(split, "sgd", I=10).log().query("split == 'test' and task == 1")
+    full = trained(split, "sgd", I=10).runs[0].log().query("split == 'test' and task == 1")
     assert test.accuracy.to_numpy().tolist() == full.accuracy.to_numpy().tolist()

@@ -157,17 +157,19 @@ def test_full_config_plans_completely(tmp_path):
         assert f"data/{ds}.pt" in out.stdout
 
 
-def test_full_config_with_multi_run_batching_batches_only_the_mlp_runs(tmp_path):
+def test_full_config_with_multi_run_batching_batches_every_benchmark(tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["compute"]["batch_runs"] = 5
     config["results"] = str(tmp_path / "full")
     out = snakemake(REPO, "-n", "--configfile", str(write_config(tmp_path / "batched.yaml", config)))
     jobs = planned(out.stdout)
     batches = {k: v for k, v in jobs.items() if k.startswith("train_")}
-    # MLP runs: Split and Rotated MNIST 20 main + 20 ablation runs each, Permuted MNIST 20; by 5
-    assert len(batches) == 8 + 8 + 4 and set(batches.values()) == {1}
-    assert jobs["train"] == 7 * 4 * 5 + 3 * 4 * 5 + 4 * 4 * 5 - 100  # the ResNet runs, one job each
-    assert jobs["metrics"] == 280
+    # by 5: MLP runs (Split and Rotated MNIST 20 main + 20 ablation runs each, Permuted MNIST 20), and
+    # the ResNet runs: Split CIFAR-10 40 (main + ablations, v1 test augmentation) and its 80 sweep runs
+    # (clean evaluation: another batch key), the two CIFAR-100 and mini-ImageNet 20 each
+    assert len(batches) == (8 + 8 + 4) + (8 + 16 + 4 + 4 + 4) and set(batches.values()) == {1}
+    assert "train" not in jobs and jobs["metrics"] == 280
+    assert len([k for k in batches if k.startswith("train_split_cifar10_")]) == 24
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

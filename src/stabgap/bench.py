@@ -1,19 +1,25 @@
-"""Benchmark harness: one benchmark × method under the paper's protocol, measured.
+"""Speed harness: one benchmark × method(s) under the config's protocol, measured.
 
     python -m stabgap.bench --benchmark split_mnist --method ngm --threads 2
     python -m stabgap.bench --benchmark rotated_mnist --method ngm --threads 2 --eval task1
     python -m stabgap.bench --benchmark split_mnist --method sgd,ngm --seeds 5 --mode batched
-    python -m stabgap.bench --benchmark split_mnist --method sgd,ngm --seeds 5 --mode sequential
+    python -m stabgap.bench --benchmark split_cifar10 --method ngm --context 2 --iters 20
+    python -m stabgap.bench --benchmark split_miniimagenet --method ngm --seeds 5 --mode batched --iters 10
 
-Runs the paper's protocol (ρ = 1, full test sets, the config's iterations and batch size) on the
-full MNIST staged under $STABGAP_DATA_ROOT/mnist (or `--data-root`), and prints one Markdown table
-row: wall time, training iterations/s, evaluated images/s, the floating-point operations the run
-must do (counted from the network's shapes: a forward is 2·Σ in·out per image, a training step 3×
-a forward), the achieved GFLOP/s, this machine's fp32 matrix-multiply rate measured in the same
-process at the same thread count (or on the same GPU), their ratio, and peak memory. Several runs
-(`--seeds`, several methods) are trained as one batch of models (`--mode batched`) or one after
-another in the same process (`--mode sequential`): the gain of batching is the ratio of the two
-wall times. It is a measurement, not a test.
+Runs the config's protocol (its iterations, batch, ρ, subsets, test augmentation, precision) on
+real data where it is staged under $STABGAP_DATA_ROOT (or `--data-root`): mnist/ (the IDX files) and
+cifar10/ (cifar-10-batches-py/, md5 checks off, so the JPEG look-alike serves). Elsewhere it uses
+synthetic uint8 images of the right shape and says so in the row (`data` column). `--context K
+--iters N` times a slice: N iterations from the start of context K (the earlier contexts are
+skipped, not trained: the time of an iteration depends on its context, not on the weights).
+
+Prints one Markdown table row: wall time, s per run, training iterations/s, evaluated images/s,
+the FLOPs the slice must do (cost.py's count, checked against torch's flop counter), the achieved
+GFLOP/s, the rate of the same arithmetic measured alone in the same process (MLP: an fp32 matrix
+product; ResNet: the network's convolutions, forward and backward at the training batch size, and
+forward at the evaluation batch size), their ratio, and peak memory. Several runs (`--seeds`,
+several methods) train as one batch of models (`--mode batched`) or one after another in the same
+process (`--mode sequential`). It is a measurement, not a test.
 """
 
 from __future__ import annotations
@@ -26,103 +32,204 @@ import time
 
 import torch
 
-HEADER = ("| benchmark | methods | eval | device | threads | runs | mode | wall s | s/run | train it/s | eval img/s "
-          "| TFLOP | GFLOP/s | matmul GFLOP/s | ratio | peak MB |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| benchmark | data | methods | eval | device | precision | threads | runs | mode | slice | wall s | s/run "
+          "| train it/s | eval img/s | TFLOP | GFLOP/s | alone GFLOP/s | ratio | peak MB |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, seconds: float, device) -> float:
+    """Seconds per call of fn, repeated for about `seconds` (at least once) after one warm-up call."""
+    fn()
+    _sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or reps < 1:
+        fn()
+        reps += 1
+    _sync(device)
+    return (time.perf_counter() - t0) / reps
 
 
 def matmul_gflops(n: int = 1024, seconds: float = 2.0, device: str = "cpu") -> float:
-    """Sustained fp32 GEMM rate of this process (n×n by n×n, repeated for about `seconds`)."""
-    if device != "cpu":
+    """Sustained fp32 GEMM rate of this process (n×n by n×n)."""
+    if torch.device(device).type != "cpu":
         n = max(n, 8192)  # a GPU needs a large product to reach its rate
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(3):
-        a @ b
-    sync()
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        reps += 1
-        if reps % 10 == 0:
-            sync()
-    sync()
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+    return 2 * n ** 3 / _timed(lambda: a @ b, seconds, device) / 1e9
 
 
-def mlp_forward_flops(net) -> int:
-    """FLOPs of one image's forward through one model (a BatchedMLP counts one of its models)."""
-    return sum(2 * layer.weight.shape[-1] * layer.weight.shape[-2] for layer in net.modulated().values())
+def conv_gflops(image_size: int, num_classes: int, train_batch: int, eval_batch: int, device="cpu",
+                seconds: float = 2.0, train_share: float = 0.5) -> float:
+    """The rate of the slim ResNet-18's convolutions alone: every conv of the network (cost.py's
+    shapes) forward + backward at the training batch and forward at the evaluation batch, weighted
+    by `train_share` of the run's FLOPs in training (a rate: FLOPs over seconds, per part)."""
+    import torch.nn.functional as F
+
+    from .cost import RESNET_NF
+
+    nf, s = RESNET_NF, image_size
+    convs = [(3, nf, 3, 1, s)]
+    cin = nf
+    for width, stride in ((nf, 1), (2 * nf, 2), (4 * nf, 2), (8 * nf, 2)):
+        for bs in (stride, 1):
+            convs += [(cin, width, 3, bs, s), (width, width, 3, 1, (s - 1) // bs + 1)]
+            if bs != 1 or cin != width:
+                convs.append((cin, width, 1, bs, s))
+            cin, s = width, (s - 1) // bs + 1
+    weights = [torch.randn(co, ci, k, k, device=device, requires_grad=True) for ci, co, k, _, _ in convs]
+    if torch.device(device).type == "cpu":  # a CPU's rate is flat in the batch: keep the measurement short
+        train_batch, eval_batch = min(train_batch, 32), min(eval_batch, 64)
+    rates = []
+    for batch, train in ((train_batch, True), (eval_batch, False)):
+        xs = [torch.randn(batch, ci, sz, sz, device=device, requires_grad=train and i > 0)
+              for i, (ci, _, _, _, sz) in enumerate(convs)]
+
+        def run():
+            for x, w, (_, _, k, stride, _) in zip(xs, weights, convs):
+                y = F.conv2d(x, w, stride=stride, padding=k // 2)
+                if train:
+                    y.backward(torch.ones_like(y))
+                    w.grad = x.grad = None
+
+        with torch.set_grad_enabled(train):
+            sec = _timed(run, seconds / 2, device)
+        flops = 0
+        for i, (ci, co, k, stride, sz) in enumerate(convs):
+            out = (sz - 1) // stride + 1
+            macs = batch * ci * co * k * k * out * out
+            flops += 2 * macs * ((2 if i == 0 else 3) if train else 1)
+        rates.append(flops / sec / 1e9)
+    # time-weighted: a run spending train_share of its FLOPs in training runs at the harmonic blend
+    return 1.0 / (train_share / rates[0] + (1 - train_share) / rates[1])
+
+
+def synthetic_canonical(builder: str):
+    """A canonical dataset of random uint8 images in the shape of `builder`'s, 100 images per class
+    (test: 20), labels in order; only for timing (marked 'synthetic' in the row)."""
+    from .datasets import CanonicalData
+
+    shape, classes = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
+                      "miniimagenet": ((84, 84, 3), 100)}[builder]
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        y = torch.arange(classes).repeat_interleave(n)
+        return torch.randint(0, 256, (len(y), *shape), dtype=torch.uint8, generator=g), y
+
+    (tx, ty), (ex, ey) = split(100), split(20)
+    extra = {}
+    if builder == "cifar100":  # coarse labels: 5 fine classes per superclass, in order
+        extra = {"train_coarse": ty // 5, "test_coarse": ey // 5}
+    return CanonicalData(name=f"synthetic-{builder}", train_x=tx, train_y=ty, test_x=ex, test_y=ey,
+                         meta={"synthetic": True}, extra=extra)
+
+
+def load_data(benchmark: str, config: dict, data_root: str | None):
+    """(canonical data, 'real' or 'synthetic') for a benchmark of the config."""
+    from .datasets import build_canonical, load_canonical
+
+    builder = config["datasets"][config["benchmarks"][benchmark]["dataset"]]["builder"]
+    folder = {"mnist": "mnist", "cifar10": "cifar10"}.get(builder)
+    if data_root and folder and os.path.isdir(os.path.join(data_root, folder)):
+        cache = f"/tmp/stabgap-bench-{builder}.pt"
+        if not os.path.exists(cache):
+            options = {"check_md5": False} if builder == "cifar10" else {}
+            build_canonical(builder, cache, source_dir=os.path.join(data_root, folder), **options)
+        return load_canonical(cache), "real"
+    if builder in ("mnist", "mnist5k"):
+        raise SystemExit("error: give --data-root (or set STABGAP_DATA_ROOT): a folder with mnist/ holding the "
+                         "four MNIST IDX files")
+    return synthetic_canonical(builder), "synthetic"
 
 
 def main(argv=None) -> None:
-    from .batched import BatchedTrainer
     from .config import load_config, run_config
-    from .datasets import build_canonical, load_canonical
+    from .cost import forward_flops, iteration_flops, train_flops
     from .methods import resolve_method
-    from .streams import build_stream
-    from .train import RunSettings, Trainer, resolve_device
+    from .runfiles import run_settings, set_precision
+    from .streams import BENCHMARKS, build_stream, get_benchmark
+    from .train import Trainer, resolve_device
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmark", default="split_mnist", choices=["split_mnist", "permuted_mnist", "rotated_mnist"])
+    p.add_argument("--benchmark", default="split_mnist", choices=list(BENCHMARKS))
     p.add_argument("--method", default="ngm", help="one method, or several separated by commas")
     p.add_argument("--seeds", type=int, default=1, help="seeds per method (42, 43, ...)")
     p.add_argument("--mode", choices=["batched", "sequential"], default="batched",
-                   help="several runs: as one batch of models (multi-run batching) or one after another "
-                        "in this process (the unbatched trainer); one run is always unbatched")
+                   help="several runs: as one batch of models or one after another in this process")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval", choices=["seen", "task1"], default="seen",
                    help="evaluate every seen task (this reproduction) or task 1 only (the v1 code)")
-    p.add_argument("--config", default="config.yaml", help="where the benchmark's iterations and batch come from")
+    p.add_argument("--context", type=int, default=1, help="slice: start at the first iteration of this context")
+    p.add_argument("--iters", type=int, default=0, help="slice: this many iterations (0: to the end of the stream)")
+    p.add_argument("--config", default="config.yaml", help="where the protocol comes from")
     p.add_argument("--data-root", default=os.environ.get("STABGAP_DATA_ROOT"),
-                   help="folder holding mnist/ with the four IDX files (default: $STABGAP_DATA_ROOT)")
+                   help="folder holding mnist/ and cifar10/ (default: $STABGAP_DATA_ROOT)")
     p.add_argument("--header", action="store_true", help="print the table header first")
     a = p.parse_args(argv)
-    if not a.data_root:
-        raise SystemExit("error: give --data-root (or set STABGAP_DATA_ROOT): a folder with mnist/ holding the "
-                         "four MNIST IDX files; the harness measures the paper's protocol on full test sets")
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
 
-    cache = os.path.join(a.data_root, "..", ".stabgap-bench-mnist.pt")
-    cache = os.path.abspath(cache) if os.access(os.path.dirname(os.path.abspath(cache)), os.W_OK) else "/tmp/stabgap-bench-mnist.pt"
-    if not os.path.exists(cache):
-        build_canonical("mnist", cache, source_dir=os.path.join(a.data_root, "mnist"))
     config = load_config(a.config)
+    data, kind = load_data(a.benchmark, config, a.data_root)
     names = a.method.split(",")
     runs = [(name, 42 + i) for name in names for i in range(a.seeds)]
     cfg = [run_config(config, a.benchmark, name, seed) for name, seed in runs]
-    stream = build_stream(a.benchmark, load_canonical(cache), config["benchmarks"][a.benchmark]["stream"])
-    settings = RunSettings(iters_per_context=cfg[0]["iters_per_context"], batch_size=cfg[0]["batch_size"],
-                           eta=cfg[0]["eta"], eval_every=1, eval_batch_size=cfg[0]["eval_batch_size"],
-                           eval_scope=a.eval)
+    numerics = set_precision(cfg[0]["precision"], device)
+    stream = build_stream(a.benchmark, data, config["benchmarks"][a.benchmark]["stream"])
+    settings = run_settings(cfg[0])
+    if a.eval != settings.eval_scope:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, eval_scope=a.eval)
     methods = [resolve_method(r["method"], r["method_settings"]) for r in cfg]
     seeds = [seed for _, seed in runs]
-    mode = a.mode if len(runs) > 1 else "single"  # sequential: the unbatched trainer, run after run
+    mode = a.mode if len(runs) > 1 else "single"
+    I = settings.iters_per_context
+    start = (a.context - 1) * I
+    stop = start + a.iters if a.iters else stream.n_tasks * I
+    if not 0 <= start < stop <= stream.n_tasks * I:
+        raise SystemExit(f"error: the slice (context {a.context}, {a.iters} iterations) lies outside the "
+                         f"stream's {stream.n_tasks} contexts of {I} iterations")
     if device.type == "cuda":  # start CUDA and cuBLAS before the clock starts
         (torch.ones(8, 8, device=device) @ torch.ones(8, 8, device=device)).sum().item()
         torch.cuda.reset_peak_memory_stats(device)
 
+    def train(trainers):
+        for tr in trainers:
+            tr.iteration = start
+            for r in tr.runs:
+                r.iteration = start
+            while tr.iteration < stop:
+                tr.step()
+            tr.rec_train_loss.sum().item()  # wait for the device
+
     t0 = time.perf_counter()
     if mode == "batched":
-        batch = BatchedTrainer(stream, methods, seeds, settings, device)
-        batch.run(progress=None)
-        trainers = batch.runs
+        trainers = [Trainer(stream, methods, seeds, settings, device)]
     else:
-        trainers = []
-        for method, seed in zip(methods, seeds):
-            tr = Trainer(stream, method, settings, seed, device)
-            tr.run(progress=None)
-            trainers.append(tr)
-    logs = [tr.log() for tr in trainers]  # copies the records to the host: the device is done
+        trainers = [Trainer(stream, m, s, settings, device) for m, s in zip(methods, seeds)]
+    built = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train(trainers)
     wall = time.perf_counter() - t0
 
-    fwd = mlp_forward_flops(batch.net if mode == "batched" else trainers[0].net)
-    evaluated = sum(int(log[log.split == "test"].n.sum()) for log in logs)
-    iters = sum(tr.iteration for tr in trainers)
-    flops = 3 * fwd * settings.batch_size * iters + fwd * evaluated
-    rate = matmul_gflops(device=str(device))
+    bench = get_benchmark(a.benchmark)
+    image = tuple(trainers[0].data.train_x.shape[1:])
+    costs = iteration_flops({**cfg[0], "eval_scope": a.eval}, stream.task_sizes("test"), image)
+    flops = sum(costs[start:stop]) * len(runs)
+    train_part = train_flops(bench.net, bench.num_classes, image) * settings.batch_size * (stop - start) * len(runs)
+    fwd = forward_flops(bench.net, bench.num_classes, image)
+    evaluated = (flops - train_part) / fwd
+    if bench.net == "mlp":
+        alone = matmul_gflops(device=str(device))
+    else:
+        alone = conv_gflops(image[-1], bench.num_classes, settings.batch_size, settings.eval_batch_size,
+                            device=str(device), train_share=train_part / max(flops, 1.0))
     achieved = flops / wall / 1e9
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2 ** 20
@@ -132,9 +239,12 @@ def main(argv=None) -> None:
         where = "cpu"
     if a.header:
         print(HEADER)
-    print(f"| {a.benchmark} | {a.method} | {a.eval} | {where} | {a.threads} | {len(runs)} | {mode} | {wall:.1f} | "
-          f"{wall / len(runs):.2f} | {iters / wall:.0f} | {evaluated / wall:,.0f} | {flops / 1e12:.2f} | "
-          f"{achieved:.0f} | {rate:.0f} | {achieved / rate:.2f} | {peak_mb:.0f} |")
+    slice_ = f"ctx {a.context}, {stop - start} it" if a.iters else "whole"
+    print(f"| {a.benchmark} | {kind} | {a.method} | {a.eval} | {where} | {numerics['precision']} | {a.threads} | "
+          f"{len(runs)} | {mode} | {slice_} | {wall:.1f} | {wall / len(runs):.2f} | {(stop - start) * len(trainers) / wall:.1f} | "
+          f"{evaluated / wall:,.0f} | {flops / 1e12:.3f} | {achieved:.0f} | {alone:.0f} | {achieved / alone:.2f} | "
+          f"{peak_mb:.0f} |")
+    print(f"(set-up {built:.1f} s, not timed; torch {torch.__version__})", file=sys.stderr)
     sys.stdout.flush()
 
 

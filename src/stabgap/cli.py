@@ -46,7 +46,7 @@ def cmd_stream(a) -> None:
 def cmd_train(a) -> None:
     import os
 
-    from .train import train_runs
+    from .runfiles import train_runs
 
     if len(a.run) != len(a.out_dir):
         raise SystemExit(f"error: give one --out-dir per --run ({len(a.run)} --run, {len(a.out_dir)} --out-dir)")
@@ -114,7 +114,7 @@ def cmd_run(a) -> None:
     from .config import data_root, load_config, run_config
     from .datasets import build_canonical
     from .streams import build_stream_file
-    from .train import train_and_save
+    from .runfiles import train_and_save
 
     config = load_config(a.config)
     for key, name in (("benchmarks", a.benchmark), ("methods", a.method)):
@@ -134,6 +134,20 @@ def cmd_run(a) -> None:
     summary = train_and_save(run, stream_path, out_dir)
     print(f"log: {out_dir / 'log.parquet'}\nsummary: {out_dir / 'summary.json'}\n"
           f"{summary['iterations']} iterations in {summary['train_seconds']} s on {summary['device']}")
+
+
+def cmd_cost(a) -> None:
+    """What a config costs before it runs: per experiment group and benchmark, runs, FLOPs, hours."""
+    from .config import ConfigError, experiment_runs, load_config, run_config
+    from .cost import write_cost
+
+    try:
+        config = load_config(a.config)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}")
+    print(write_cost(config, experiment_runs(config), run_config, a.out, a.config, a.gpu_tflops), end="")
+    if a.out:
+        print(f"wrote {a.out}.md and {a.out}.csv")
 
 
 def cmd_repro(a) -> None:
@@ -171,7 +185,7 @@ def main(argv=None) -> None:
     s = sub.add_parser("train", help="one run, or several as one batch of models: log.parquet + summary.json each")
     s.add_argument("--run", required=True, action="append",
                    help="the resolved run settings as JSON (stabgap.config.run_config); repeat --run and --out-dir "
-                        "to train several runs of one MLP benchmark as one batch of models (multi-run batching)")
+                        "to train several runs of one benchmark as one batch of models (multi-run batching)")
     s.add_argument("--stream", required=True)
     s.add_argument("--out-dir", required=True, action="append", help="the run's output folder (one per --run)")
     s.add_argument("--checkpoint", default=None, help="checkpoint file: resumed from if it exists, removed at the end")
@@ -217,6 +231,13 @@ def main(argv=None) -> None:
     s.add_argument("--strict", action="store_true", help="exit with status 2 if a run differs")
     s.add_argument("runs", nargs="+")
     s.set_defaults(func=cmd_repro)
+
+    s = sub.add_parser("cost", help="what a config costs before it runs: FLOPs and predicted hours")
+    s.add_argument("--config", default="config.yaml")
+    s.add_argument("--gpu-tflops", type=float, default=None,
+                   help="your GPU's achieved TFLOP/s, used for both networks in the 'gpu' column")
+    s.add_argument("--out", default=None, help="also write <out>.md and <out>.csv")
+    s.set_defaults(func=cmd_cost)
 
     s = sub.add_parser("run", help="one benchmark × method × seed by hand, outside Snakemake")
     s.add_argument("--config", default="config.yaml")

@@ -102,6 +102,20 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"{where}: method {m!r} is not under methods: ({', '.join(config['methods'])})")
 
 
+    from .cost import NETWORK, machines
+
+    known = machines(config)
+    if config["cost"]["runtime_machine"] not in known:
+        raise ConfigError(f"cost.runtime_machine: {config['cost']['runtime_machine']!r} is not a machine of the cost "
+                          f"model; known: {', '.join(known)} (add it under cost.machines)")
+    for name, m in known.items():
+        for key in ("rate_gflops", "per_iteration_s", "per_evaluation_s"):
+            for net in sorted({n for n, _ in NETWORK.values()} - set(m.get(key, {}))):
+                raise ConfigError(f"cost.machines.{name}.{key}: no value for network {net!r}")
+        if not all(v > 0 for v in m["rate_gflops"].values()):
+            raise ConfigError(f"cost.machines.{name}.rate_gflops: every rate must be > 0, got {m['rate_gflops']}")
+
+
 def missing_raw_data(config: dict, results: str, names=None) -> list[str]:
     """For each dataset (of `names`, default all) whose canonical file is not built yet and whose
     raw files cannot be downloaded: what is missing, and where to put it."""
@@ -194,6 +208,8 @@ def run_config(config: dict, benchmark: str, variant: str, seed: int) -> dict:
         "eval_subset": ev["subset"],
         "eval_batch_size": ev["batch_size"],
         "test_augment": bench["test_augment"],
+        "eval_bf16": ev["bf16"],
+        "precision": config["compute"]["precision"],
         "device": config["compute"]["device"],
         "threads": config["compute"]["threads"],
     }

@@ -48,12 +48,17 @@ def batch_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 class GainControl(nn.Module):
-    """Gain dynamics shared by the modulated layers of one network.
+    """Gain dynamics shared by the modulated layers of one network, or of R networks trained as one
+    batch of models (`GainControl.stack`, batched.py): every setting is then a per-model vector and
+    one update moves every model's gains. This is the only place the recursion is applied.
 
     mode "frozen": g stays at g0 (the baselines, and the fixed-gain variant with its own g0).
     mode "entropy": NGM-SGD, drive = η·H of the previous training forward.
     mode "bump": the oracle "gain bump" seen in the authors' results (assumed from its trace):
         drive = bump·[first iteration of a context]; the training loop calls `pulse()`.
+
+    One network: `entropy` is a scalar and a layer's gain a vector (out,); R networks: `entropy` is
+    (R,) and a layer's gain (R, out).
     """
 
     def __init__(self, mode: str = "frozen", g0: float = 1.0, gamma: float = 0.0, eta: float = 0.0,
@@ -63,14 +68,52 @@ class GainControl(nn.Module):
             raise ValueError(f"unknown gain mode {mode!r}; known: {', '.join(GAIN_MODES)}")
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"gain gamma must lie in [0, 1), got {gamma}")
-        self.mode, self.g0, self.gamma, self.eta, self.bump = mode, float(g0), float(gamma), float(eta), float(bump)
-        self.layers: list[GainLinear] = []
-        # Kept entropy of the last training forward; a buffer so that checkpoints carry it.
-        self.register_buffer("entropy", torch.zeros(()))
-        self.register_buffer("pending_pulse", torch.zeros(()))
+        self._init([(mode, float(g0), float(gamma), float(eta), float(bump))], batched=False)
 
-    def attach(self, layer: "GainLinear") -> None:
-        layer.gain.fill_(self.g0)
+    def _init(self, settings: list[tuple], batched: bool) -> None:
+        self.settings = settings  # per model: (mode, g0, gamma, eta, bump)
+        self.batched = batched
+        f32 = {"dtype": torch.float32}
+
+        def vec(values, column=False):  # () for one network, (R,) or (R, 1) for a batch of models
+            t = torch.tensor(values, **f32) if values and not isinstance(values[0], bool) else torch.tensor(values)
+            return (t.view(-1, 1) if column else t) if batched else t.reshape(())
+
+        modes = [s[0] for s in settings]
+        self.register_buffer("g0", vec([s[1] for s in settings], column=True))
+        # g <- γ·g + (1 − γ)·g0 + drive, with (1 − γ)·g0 rounded to fp32 once
+        self.register_buffer("gamma", vec([s[2] for s in settings], column=True))
+        self.register_buffer("rest", vec([(1.0 - s[2]) * s[1] for s in settings], column=True))
+        self.register_buffer("eta", vec([s[3] for s in settings]))
+        self.register_buffer("bump", vec([s[4] for s in settings]))
+        self.register_buffer("moving", vec([m != "frozen" for m in modes], column=True))
+        self.register_buffer("by_entropy", vec([m == "entropy" for m in modes]))
+        self.any_moving = any(m != "frozen" for m in modes)
+        self.layers: list[nn.Module] = []
+        # Kept entropy of the last training forward; buffers so that checkpoints carry them.
+        self.register_buffer("entropy", torch.zeros((len(settings),) if batched else ()))
+        self.register_buffer("pending_pulse", torch.zeros((len(settings),) if batched else ()))
+
+    @classmethod
+    def stack(cls, controls: list["GainControl"]) -> "GainControl":
+        """The dynamics of R networks (one GainControl each) as one batch of models."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new._init([s for c in controls for s in c.settings], batched=True)
+        new.entropy.copy_(torch.stack([c.entropy.reshape(()) for c in controls]))
+        new.pending_pulse.copy_(torch.stack([c.pending_pulse.reshape(()) for c in controls]))
+        return new
+
+    @property
+    def mode(self) -> str:
+        if self.batched:
+            raise AttributeError("a batch of models has one mode per model: see .settings")
+        return self.settings[0][0]
+
+    def attach(self, layer: nn.Module, reset: bool = True) -> None:
+        """Let this control move `layer.gain` (reset: set it to g0)."""
+        if reset:
+            layer.gain.copy_(self.g0.expand_as(layer.gain))
         self.layers.append(layer)
 
     def pulse(self) -> None:
@@ -80,15 +123,15 @@ class GainControl(nn.Module):
     @torch.no_grad()
     def step(self) -> None:
         """Gain update at the start of a training-mode forward pass."""
-        if self.mode == "frozen":
+        if not self.any_moving:
             return
-        if self.mode == "entropy":
-            drive = self.eta * self.entropy
-        else:
-            drive = self.bump * self.pending_pulse
-            self.pending_pulse.zero_()
+        drive = torch.where(self.by_entropy, self.eta * self.entropy, self.bump * self.pending_pulse)
+        if self.batched:
+            drive = drive[:, None]
+        self.pending_pulse.zero_()
         for layer in self.layers:
-            layer.gain.copy_(gain_update(layer.gain, self.g0, self.gamma, drive))
+            new = self.gamma * layer.gain + self.rest + drive
+            layer.gain.copy_(torch.where(self.moving, new, layer.gain))
 
     @torch.no_grad()
     def observe(self, logits: torch.Tensor) -> None:

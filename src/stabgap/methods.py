@@ -5,7 +5,7 @@ A method is its optimizer, its gain dynamics and its reaction to a context switc
 Adding a method is one `register(Method(...))` call here plus its name in the config.
 
 Parameter groups: every network splits its trainable parameters into the weights of its
-gain-modulated layers and the rest (nets.GainNet.parameter_groups). On the MLP every layer is
+gain-modulated layers and the rest (batched.ModelBatch.param_refs, optim.RunOptimizer). On the MLP every layer is
 modulated; on the ResNet only the head. `momentum` applies to the rest; `modulated_momentum`
 (None = same as `momentum`) to the modulated weights. So NGM-SGD is momentum 0.9 on the ResNet
 backbone and plain SGD on its head, and plain SGD everywhere on the MLP (SPEC §2, §3).
@@ -17,7 +17,6 @@ import dataclasses
 from dataclasses import dataclass
 
 from .gain import GainControl
-from .optim import SGD, Adam
 
 
 @dataclass(frozen=True)
@@ -102,18 +101,3 @@ def resolve_method(name: str, overrides: dict | None = None) -> Method:
     if not 0.0 <= method.gamma < 1.0:
         raise ValueError(f"method {name!r}: gamma must lie in [0, 1), got {method.gamma}")
     return method
-
-
-def make_optimizer(method: Method, net) -> SGD | Adam:
-    """The optimizer over the network's trainable weights (never the gains or the untrained biases)."""
-    modulated, rest = net.parameter_groups()
-    if method.optimizer == "adam":
-        return Adam([{"params": modulated + rest}], lr=method.lr, betas=(method.beta1, method.beta2), eps=method.eps)
-    mod_momentum = method.momentum if method.modulated_momentum is None else method.modulated_momentum
-    groups = [{"params": modulated, "momentum": mod_momentum}, {"params": rest, "momentum": method.momentum}]
-    return SGD([g for g in groups if g["params"]], lr=method.lr)
-
-
-def reset_optimizer_state(optimizer: SGD | Adam) -> None:
-    """Oracle reset at a context switch: momentum buffers, Adam moments and step counts are dropped."""
-    optimizer.state.clear()

@@ -3,11 +3,9 @@
 The update rules are exactly those of torch.optim.SGD (dampening 0, no Nesterov, no weight decay)
 and torch.optim.Adam (no AMSGrad, no weight decay), single-tensor form. They are written here
 because they are a few lines each, because every piece of state is then plain and explicit (the
-oracle reset clears `state`; a checkpoint saves it), and because constructing a torch.optim
-optimizer imports torch._dynamo, which costs about two seconds in every training job.
-
-Each optimizer has `param_groups` (dicts with "params", "lr" and the method's hyperparameters) and
-`state` (per parameter), like torch's, so the training loop can set a group's lr.
+oracle reset clears `state`; a checkpoint saves it), because one update must act on one model's
+slice of a stacked weight (batched.py), and because constructing a torch.optim optimizer imports
+torch._dynamo, which costs about two seconds in every training job.
 """
 
 from __future__ import annotations
@@ -17,58 +15,36 @@ import math
 import torch
 
 
-class _Optimizer:
-    def __init__(self, groups: list[dict], defaults: dict):
-        self.param_groups = [{**defaults, **g, "params": list(g["params"])} for g in groups]
-        self.state: dict[torch.Tensor, dict] = {}
+class RunOptimizer:
+    """One method's optimizer over some models of a batch: `refs` are (parameter, slice of its
+    model axis or None, gain-modulated?) as batched.ModelBatch.param_refs gives them. SGD uses the
+    method's `modulated_momentum` (None: its `momentum`) on modulated weights and `momentum` on the
+    rest; Adam treats all alike. State per ref, in order (a checkpoint saves `state`)."""
 
-    def zero_grad(self) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
+    def __init__(self, method, refs: list[tuple[torch.Tensor, slice | None, bool]]):
+        self.method, self.refs = method, refs
+        mod = method.momentum if method.modulated_momentum is None else method.modulated_momentum
+        self.momenta = [mod if modulated else method.momentum for _, _, modulated in refs]
+        self.state: list[dict] = [{} for _ in refs]
 
-    def state_dict(self) -> dict:
-        """State keyed by parameter position (as torch.optim does), plus the groups' settings."""
-        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
-        return {"state": {index[id(p)]: dict(s) for p, s in self.state.items()},
-                "groups": [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]}
-
-    def load_state_dict(self, sd: dict) -> None:
-        params = [p for g in self.param_groups for p in g["params"]]
-        self.state = {params[int(i)]: dict(s) for i, s in sd["state"].items()}
-        for group, saved in zip(self.param_groups, sd["groups"]):
-            group.update(saved)
-
-
-class SGD(_Optimizer):
-    """p ← p − lr·b, b ← μ·b + ∇ (b = ∇ at the first step); μ = 0: plain SGD."""
-
-    def __init__(self, groups: list[dict], lr: float, momentum: float = 0.0):
-        super().__init__(groups, {"lr": lr, "momentum": momentum})
+    def reset(self) -> None:
+        """Oracle reset at a context switch: momentum buffers, Adam moments and step counts dropped."""
+        self.state = [{} for _ in self.refs]
 
     @torch.no_grad()
-    def step(self) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    sgd_update(p, p.grad, self.state.setdefault(p, {}), group["lr"], group["momentum"])
+    def step(self, lr: float) -> None:
+        m = self.method
+        for (p, sl, _), mu, state in zip(self.refs, self.momenta, self.state):
+            if p.grad is None:
+                continue
+            w, g = (p, p.grad) if sl is None else (p[sl], p.grad[sl])
+            if m.optimizer == "adam":
+                adam_update(w, g, state, lr, m.beta1, m.beta2, m.eps)
+            else:
+                sgd_update(w, g, state, lr, mu)
 
 
-class Adam(_Optimizer):
-    """Adam with bias correction, as torch.optim.Adam computes it."""
-
-    def __init__(self, groups: list[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        super().__init__(groups, {"lr": lr, "betas": tuple(betas), "eps": eps})
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    adam_update(p, p.grad, self.state.setdefault(p, {}), group["lr"], *group["betas"], group["eps"])
-
-
-# The update rules, on one tensor (a parameter, or a batched model's slice of one: batched.py).
+# The update rules, on one tensor (a parameter, or one model's slice of a stacked one).
 
 @torch.no_grad()
 def sgd_update(p: torch.Tensor, grad: torch.Tensor, state: dict, lr: float, mu: float) -> None:

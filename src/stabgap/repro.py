@@ -35,7 +35,8 @@ def compare_logs(stored: pd.DataFrame, fresh: pd.DataFrame, atol: float) -> tupl
 
 
 def check_run(run_dir: Path, atol: float) -> dict:
-    from .train import resolve_device, train_and_save
+    from .runfiles import train_and_save
+    from .train import resolve_device
 
     summary = json.loads((run_dir / "summary.json").read_text())
     log_path = run_dir / "log.parquet"

@@ -12,7 +12,8 @@ One run = (run config, seed). Per iteration t = 1..n·I, in context k = ⌈t / I
 Nothing is reset at a switch except what a method asks for.
 
 Everything the run records lives in preallocated tensors on the run's device (no host sync per
-iteration); `Trainer.log()` turns them into the tidy per-iteration table.
+iteration); `Trainer.runs[m].log()` turns them into the tidy per-iteration table. Writing a run's files
+(logs, summaries, checkpoints, provenance) is runfiles.py's.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .gain import batch_mean
-from .methods import Method, make_optimizer, reset_optimizer_state, resolve_method
+from .batched import stack_nets
+from .gain import batch_mean, lr_multiplier_update
+from .methods import Method, resolve_method
 from .nets import build_net
+from .optim import RunOptimizer
 from .streams import AUGMENTATIONS, Stream, get_benchmark
 
 
@@ -49,6 +52,9 @@ class RunSettings:
     test_augment: bool = False
     # "seen": evaluate every task seen so far (this reproduction); "task1": task 1 only, as the v1 code did
     eval_scope: str = "seen"
+    # evaluation forwards under bf16 autocast (a speed switch, off by default: it changes results;
+    # its effect on one run is measured in bench/NOTES.md). Training always runs in fp32.
+    eval_bf16: bool = False
 
 
 def derive_seed(*parts: int) -> int:
@@ -98,54 +104,26 @@ class RunData:
         return (x_uint8.float().div_(255.0) - self.mean) / self.std
 
 
-class Trainer:
-    def __init__(self, stream: Stream, method: Method, settings: RunSettings, seed: int,
-                 device: torch.device | str = "cpu", data: RunData | None = None):
-        self.stream, self.method, self.settings, self.seed = stream, method, settings, int(seed)
-        self.device = torch.device(device)
-        bench = get_benchmark(stream.benchmark)
-        self.n_contexts = stream.n_tasks
-        self.total_iters = settings.iters_per_context * self.n_contexts
+class Run:
+    """One run of a batch: its method and seed, its random streams, its test subset, its records
+    (views of the batch's rows) and its log. `Trainer.runs[m]`."""
 
-        self.data = data if data is not None else RunData(stream, self.device, settings.test_augment)
-        self.train_x, self.train_y, self.augment = self.data.train_x, self.data.train_y, self.data.augment
-        self._normalise = self.data.normalise
-        self.test_aug_gen = torch.Generator().manual_seed(derive_seed(self.seed, PURPOSE_TEST_AUGMENT))
-        self._prepare_test_set()
-
-        input_shape = tuple(self.train_x.shape[1:])
-        self.net = build_net(bench.net, bench.num_classes, input_shape, method.gain_control(settings.eta),
-                             seed=self.seed).to(self.device)
-        self.optimizer = make_optimizer(method, self.net)
+    def __init__(self, trainer: "Trainer", m: int, method: Method, seed: int):
+        self.trainer, self.m, self.method, self.seed = trainer, m, method, int(seed)
+        self.stream, self.settings = trainer.stream, trainer.settings
+        self.n_contexts, self.total_iters = trainer.n_contexts, trainer.total_iters
         self.lr_mult = 1.0
-        self.gain_names = list(self.net.modulated())
-
-        # continual-evaluation schedule: every ρ iterations and at the end of every context
-        I, rho = settings.iters_per_context, settings.eval_every
-        self.eval_iters = [t for t in range(1, self.total_iters + 1) if t % rho == 0 or t % I == 0]
-        self._eval_row = {t: i for i, t in enumerate(self.eval_iters)}
-
-        T, E, n, L = self.total_iters, len(self.eval_iters), self.n_contexts, len(self.gain_names)
-        dev = self.device
-        self.rec_train_loss = torch.zeros(T, device=dev)
-        self.rec_train_correct = torch.zeros(T, dtype=torch.long, device=dev)
-        self.rec_entropy = torch.zeros(T, device=dev)
-        self.rec_gain = torch.zeros(T, L, device=dev)
-        self.rec_lr = torch.zeros(T, dtype=torch.float64)
-        self.rec_test_correct = torch.zeros(E, n, dtype=torch.long, device=dev)
-        self.rec_test_loss = torch.zeros(E, n, dtype=torch.float64, device=dev)
-        self.rec_eval_passes = torch.ones(E, dtype=torch.long)
+        self.sampler: torch.Generator | None = None  # per context, derive_seed(seed, SAMPLER, k)
+        self.test_aug_gen = torch.Generator().manual_seed(derive_seed(self.seed, PURPOSE_TEST_AUGMENT))
         self.iteration = 0  # iterations completed
         self.diverged_at: int | None = None  # first iteration with a non-finite loss or gain
-        self.sampler: torch.Generator | None = None
+        self._test_subset(trainer.data)
 
-    # ------------------------------------------------------------------ data
-    def _prepare_test_set(self) -> None:
+    def _test_subset(self, data: RunData) -> None:
         """The task-ordered test set, or with `eval_subset` a fixed subset of each task's test
-        images drawn once per seed (a view of the shared test set when there is no subset)."""
+        images drawn once per seed (the shared test set itself when there is no subset)."""
         s, sub = self.stream, self.settings.eval_subset
-        self.test_x, self.test_y = self.data.test_x, self.data.test_y
-        self.test_offsets = list(s.test_offsets)
+        self.test_x, self.test_y, self.test_offsets = data.test_x, data.test_y, list(s.test_offsets)
         if sub is not None:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, PURPOSE_EVAL_SUBSET))
             parts, offsets = [], [0]
@@ -155,374 +133,331 @@ class Trainer:
                     idx = idx[torch.randperm(len(idx), generator=gen)[:sub].sort().values]
                 parts.append(idx)
                 offsets.append(offsets[-1] + len(idx))
-            idx = torch.cat(parts).to(self.device)
-            self.test_x, self.test_y, self.test_offsets = self.test_x[idx], self.test_y[idx], offsets
+            idx = torch.cat(parts).to(data.test_x.device)
+            self.test_x, self.test_y, self.test_offsets = data.test_x[idx], data.test_y[idx], offsets
         self.test_sizes = [b - a for a, b in zip(self.test_offsets[:-1], self.test_offsets[1:])]
 
-    def context_of(self, t: int) -> int:
-        return (t - 1) // self.settings.iters_per_context + 1
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
 
-    def sample_batch(self, context: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n_union = self.stream.train_offsets[context]
-        idx = torch.randint(0, n_union, (self.settings.batch_size,), generator=self.sampler).to(self.device)
-        x = self.train_x[idx]
-        if self.augment is not None:  # on the uint8 batch, drawing from the same per-context generator
-            x = self.augment(x, self.sampler)
-        return self._normalise(x), self.train_y[idx]
-
-    # ------------------------------------------------------------------ one iteration
-    def step(self) -> None:
-        t = self.iteration + 1
-        k = self.context_of(t)
-        if (t - 1) % self.settings.iters_per_context == 0:  # first iteration of context k
-            self.sampler = torch.Generator().manual_seed(derive_seed(self.seed, PURPOSE_SAMPLER, k))
-            if k > 1 and self.method.reset_on_switch:
-                reset_optimizer_state(self.optimizer)
-            self.net.gain_control.pulse()
-        if self.method.lr_drive:
-            H = float(self.net.gain_control.entropy)
-            self.lr_mult = float(self.method.gamma * self.lr_mult + (1 - self.method.gamma)
-                                 + self.method.eta_or(self.settings.eta) * H)
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.method.lr * self.lr_mult
-
-        x, y = self.sample_batch(k)
-        self.net.train()
-        logits = self.net(x)  # gain update at its start, entropy kept at its end
-        loss = batch_mean(F.cross_entropy(logits, y, reduction="none"))  # the batch's mean loss
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-
-        i = t - 1
-        with torch.no_grad():
-            self.rec_train_loss[i] = loss.detach()
-            self.rec_train_correct[i] = (logits.argmax(1) == y).sum()
-            self.rec_entropy[i] = self.net.gain_control.entropy
-            for c, layer in enumerate(self.net.modulated().values()):
-                self.rec_gain[i, c] = layer.mean_gain()
-        self.rec_lr[i] = self.method.lr * self.lr_mult
-        self.iteration = t
-        if t in self._eval_row:
-            self.evaluate(t, k)
-
-    @torch.no_grad()
-    def evaluate(self, t: int, k: int) -> None:
-        """All seen tasks (1..k) in one pass over the prefix of the task-ordered test set
-        (k pooled passes over freshly augmented images under the v1 test-augmentation protocol)."""
-        self.net.eval()
-        passes = k if self.settings.test_augment else 1  # v1: k pooled passes in context k
-        if self.settings.eval_scope == "task1":
-            k = 1
-        m = self.test_offsets[k]
-        correct = torch.zeros(m, dtype=torch.long, device=self.device)
-        losses = torch.zeros(m, dtype=torch.float64, device=self.device)
-        bs = self.settings.eval_batch_size
-        for _ in range(passes):
-            for a in range(0, m, bs):
-                b = min(a + bs, m)
-                x = self.test_x[a:b]
-                if self.settings.test_augment:
-                    x = self._normalise(self.augment(x, self.test_aug_gen))
-                logits = self.net(x)
-                y = self.test_y[a:b]
-                correct[a:b] += logits.argmax(1) == y
-                losses[a:b] += F.cross_entropy(logits, y, reduction="none")
-        off = torch.tensor(self.test_offsets[:k + 1], device=self.device)
-        zero = torch.zeros(1, device=self.device)
-        c = torch.cat([zero.long(), correct.cumsum(0)])
-        s = torch.cat([zero.double(), losses.cumsum(0)])
-        row = self._eval_row[t]
-        self.rec_eval_passes[row] = passes
-        self.rec_test_correct[row, :k] = c[off[1:]] - c[off[:-1]]
-        self.rec_test_loss[row, :k] = s[off[1:]] - s[off[:-1]]
-        self.net.train()
-
-    # ------------------------------------------------------------------ the whole run
-    DIVERGENCE_CHECK_EVERY = 25  # iterations between checks (a check syncs with the device)
-
-    def check_divergence(self) -> bool:
-        """NaN or inf in the training loss or a gain stops the run: the log keeps the iterations
-        before the first bad one, and `diverged_at` records it."""
-        lo = max(0, self.iteration - self.DIVERGENCE_CHECK_EVERY)
-        bad = ~(torch.isfinite(self.rec_train_loss[lo:self.iteration])
-                & torch.isfinite(self.rec_gain[lo:self.iteration]).all(dim=1))
-        if not bool(bad.any()):
-            return False
-        self.diverged_at = lo + int(bad.nonzero()[0, 0]) + 1
-        self.iteration = self.diverged_at - 1
-        return True
-
-    # ------------------------------------------------------------------ checkpoints
-    RECORDS = ("rec_train_loss", "rec_train_correct", "rec_entropy", "rec_gain", "rec_lr", "rec_test_correct",
-               "rec_test_loss", "rec_eval_passes")
-
-    def state_dict(self) -> dict:
-        """Everything the rest of the run depends on: model (weights, BatchNorm statistics, gains, the
-        kept entropy), optimizer state, lr multiplier, random generators, and the log so far."""
-        return {"iteration": self.iteration, "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "lr_mult": self.lr_mult, "sampler": None if self.sampler is None else self.sampler.get_state(),
-                "test_aug_gen": self.test_aug_gen.get_state(), "diverged_at": self.diverged_at,
-                "records": {name: getattr(self, name) for name in self.RECORDS}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_mult = state["lr_mult"]
-        self.sampler = None
-        if state["sampler"] is not None:
-            self.sampler = torch.Generator()
-            self.sampler.set_state(state["sampler"].cpu())  # CPU generators, whatever map_location did
-        self.test_aug_gen.set_state(state["test_aug_gen"].cpu())
-        self.diverged_at = state["diverged_at"]
-        for name, value in state["records"].items():
-            getattr(self, name).copy_(value)
-        self.iteration = int(state["iteration"])
-
-    def run(self, progress=sys.stderr, checkpoint=None, checkpoint_every: int = 0) -> None:
-        """Train to the end (or to divergence); see `run_loop`."""
-        run_loop(self, progress, checkpoint, checkpoint_every)
-
-    def stop_on_divergence(self, progress) -> bool:
-        if not self.check_divergence():
-            return False
-        if progress is not None:
-            print(f"[{self.stream.benchmark}/{self.method.name}/seed {self.seed}] DIVERGED: non-finite "
-                  f"loss or gain at iteration {self.diverged_at}; run stopped", file=progress, flush=True)
-        return True
-
-    def progress_line(self, t: int, rate: float) -> str:
-        row = self._eval_row.get(t)
-        acc1 = "   n/a"
-        if row is not None:
-            n1 = self.test_sizes[0] * int(self.rec_eval_passes[row])
-            acc1 = f"{100.0 * float(self.rec_test_correct[row, 0]) / n1:6.2f}%"
-        return (f"[{self.stream.benchmark}/{self.method.name}/seed {self.seed}] iter {t}/{self.total_iters} "
-                f"context {self.context_of(t)}/{self.n_contexts} train loss {float(self.rec_train_loss[t - 1]):.4f} "
-                f"task-1 acc {acc1} gain {float(self.rec_gain[t - 1, -1]):.4f} ({rate:.0f} it/s)")
+    def name(self) -> str:
+        return f"{self.stream.benchmark}/{self.method.name}/seed {self.seed}"
 
     def log(self) -> pd.DataFrame:
         """The tidy per-iteration log: one 'train' row per iteration (task 0) and one 'test' row per
         evaluated iteration and seen task; per-iteration columns (entropy, lr, gain_*) on every row."""
-        T = self.iteration
+        tr, m, T = self.trainer, self.m, self.iteration
+        I = self.settings.iters_per_context
         it = np.arange(1, T + 1)
-        ctx = (it - 1) // self.settings.iters_per_context + 1
-        per_iter = {"entropy": self.rec_entropy[:T].double().cpu().numpy(), "lr": self.rec_lr[:T].numpy()}
-        gains = self.rec_gain[:T].double().cpu().numpy()
-        for c, name in enumerate(self.gain_names):
+        ctx = (it - 1) // I + 1
+        per_iter = {"entropy": tr.rec_entropy[m, :T].double().cpu().numpy(), "lr": tr.rec_lr[m, :T].numpy()}
+        gains = tr.rec_gain[m, :T].double().cpu().numpy()
+        for c, name in enumerate(tr.gain_names):
             per_iter[f"gain_{name}"] = gains[:, c]
         B = self.settings.batch_size
         train = pd.DataFrame({"iteration": it, "context": ctx, "split": "train", "task": 0, "n": B,
-                              "accuracy": self.rec_train_correct[:T].cpu().numpy() * 100.0 / B,
-                              "loss": self.rec_train_loss[:T].double().cpu().numpy(), **per_iter})
-        rows = [r for r, t in enumerate(self.eval_iters) if t <= T]
-        ev_t = np.array([self.eval_iters[r] for r in rows], dtype=np.int64)
-        passes = self.rec_eval_passes[rows].numpy()[:, None]  # pooled passes (v1 test augmentation)
-        correct = self.rec_test_correct[rows].cpu().numpy() / passes
-        tloss = self.rec_test_loss[rows].cpu().numpy() / passes
+                              "accuracy": tr.rec_train_correct[m, :T].cpu().numpy() * 100.0 / B,
+                              "loss": tr.rec_train_loss[m, :T].double().cpu().numpy(), **per_iter})
+        rows = [r for r, t in enumerate(tr.eval_iters) if t <= T]
+        ev_t = np.array([tr.eval_iters[r] for r in rows], dtype=np.int64)
+        passes = tr.rec_eval_passes[rows].numpy()[:, None]  # pooled passes (v1 test augmentation)
+        correct = tr.rec_test_correct[m, rows].cpu().numpy() / passes
+        tloss = tr.rec_test_loss[m, rows].cpu().numpy() / passes
         sizes = np.array(self.test_sizes)
         frames = []
         n_logged = 1 if self.settings.eval_scope == "task1" else self.n_contexts
         for j in range(n_logged):
-            seen = ((ev_t - 1) // self.settings.iters_per_context + 1) >= j + 1
+            seen = ((ev_t - 1) // I + 1) >= j + 1
             tt = ev_t[seen]
             frames.append(pd.DataFrame({
-                "iteration": tt, "context": (tt - 1) // self.settings.iters_per_context + 1, "split": "test",
+                "iteration": tt, "context": (tt - 1) // I + 1, "split": "test",
                 "task": j + 1, "n": sizes[j], "accuracy": correct[seen, j] * 100.0 / sizes[j],
                 "loss": tloss[seen, j] / sizes[j], **{k: v[tt - 1] for k, v in per_iter.items()}}))
         log = pd.concat([train] + frames, ignore_index=True)
         log = log.sort_values(["iteration", "task"], kind="stable").reset_index(drop=True)
         return log.astype({"iteration": "int64", "context": "int64", "task": "int64", "n": "int64"})
 
-    def diverged(self) -> bool:
-        return self.diverged_at is not None
+
+class Trainer:
+    """R runs of one stream (R = 1: a single run) trained together as one batch of models
+    (batched.py): the one implementation of a training iteration and an evaluation. The runs may
+    differ in method and seed; each keeps its own initialisation, gains, BatchNorm statistics,
+    optimizer state, sampler, augmentation stream, test subset, divergence stop and log, and on the
+    CPU gets bitwise the log it gets alone (tests/test_batched.py)."""
+
+    DIVERGENCE_CHECK_EVERY = 25  # iterations between checks (a check syncs with the device)
+    RECORDS = ("rec_train_loss", "rec_train_correct", "rec_entropy", "rec_gain", "rec_lr", "rec_test_correct",
+               "rec_test_loss", "rec_eval_passes")
+    CHECKPOINT_FORMAT = 2  # 2: one trainer for 1..R runs
+
+    def __init__(self, stream: Stream, methods: list[Method] | Method, seeds: list[int] | int,
+                 settings: RunSettings, device: torch.device | str = "cpu"):
+        methods = [methods] if isinstance(methods, Method) else list(methods)
+        seeds = [seeds] if isinstance(seeds, int) else [int(s) for s in seeds]
+        if len(methods) != len(seeds) or not methods:
+            raise ValueError(f"give one method per seed, at least one run ({len(methods)} methods, {len(seeds)} seeds)")
+        self.stream, self.settings, self.device = stream, settings, torch.device(device)
+        bench = get_benchmark(stream.benchmark)
+        self.n_contexts = stream.n_tasks
+        self.total_iters = settings.iters_per_context * self.n_contexts
+        self.data = RunData(stream, self.device, settings.test_augment)
+        self.R = R = len(methods)
+
+        # continual-evaluation schedule: every ρ iterations and at the end of every context
+        I, rho = settings.iters_per_context, settings.eval_every
+        self.eval_iters = [t for t in range(1, self.total_iters + 1) if t % rho == 0 or t % I == 0]
+        self._eval_row = {t: i for i, t in enumerate(self.eval_iters)}
+
+        self.runs = [Run(self, m, method, seed) for m, (method, seed) in enumerate(zip(methods, seeds))]
+        input_shape = tuple(self.data.train_x.shape[1:])
+        nets = [build_net(bench.net, bench.num_classes, input_shape, r.method.gain_control(settings.eta), seed=r.seed)
+                for r in self.runs]
+        self.net = stack_nets(nets).to(self.device)
+        self.gain_names = list(self.net.modulated())
+
+        # test images: shared by all models, or each seed's own fixed subset (evaluation.subset)
+        first = self.runs[0]
+        self.test_offsets, self.test_sizes = first.test_offsets, first.test_sizes
+        self.shared_test = settings.eval_subset is None
+        if not self.shared_test:
+            self.test_x = torch.stack([r.test_x for r in self.runs])
+            self.test_y = torch.stack([r.test_y for r in self.runs])
+            for r in self.runs:  # held once, in the stacked tensors
+                r.test_x = r.test_y = None
+        else:
+            self.test_x, self.test_y = self.data.test_x, self.data.test_y
+
+        # one optimizer per stretch of consecutive runs with the same method (Entropy-LR: one per
+        # run, its lr moves with its own entropy)
+        self.optimizers: list[tuple[int, int, RunOptimizer]] = []
+        a = 0
+        for m in range(1, R + 1):
+            if m == R or self.runs[m].method != self.runs[a].method or self.runs[a].method.lr_drive:
+                self.optimizers.append((a, m, RunOptimizer(self.runs[a].method, self.net.param_refs(a, m))))
+                a = m
+
+        T, E, n, L = self.total_iters, len(self.eval_iters), self.n_contexts, len(self.gain_names)
+        dev = self.device
+        self.rec_train_loss = torch.zeros(R, T, device=dev)
+        self.rec_train_correct = torch.zeros(R, T, dtype=torch.long, device=dev)
+        self.rec_entropy = torch.zeros(R, T, device=dev)
+        self.rec_gain = torch.zeros(R, T, L, device=dev)
+        self.rec_lr = torch.zeros(R, T, dtype=torch.float64)
+        self.rec_test_correct = torch.zeros(R, E, n, dtype=torch.long, device=dev)
+        self.rec_test_loss = torch.zeros(R, E, n, dtype=torch.float64, device=dev)
+        self.rec_eval_passes = torch.ones(E, dtype=torch.long)
+        self.iteration = 0
+
+    def context_of(self, t: int) -> int:
+        return (t - 1) // self.settings.iters_per_context + 1
+
+    def sample_batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each run's mini-batch from the union of tasks 1..k, drawn (and augmented, on the uint8
+        images) from that run's own generator: exactly what it draws alone. R×B×C×H×W, R×B."""
+        n_union, B, data = self.stream.train_offsets[k], self.settings.batch_size, self.data
+        idx = [torch.randint(0, n_union, (B,), generator=r.sampler) for r in self.runs]
+        if data.augment is None:
+            idx = torch.stack(idx).to(self.device)
+            return data.normalise(data.train_x[idx]), data.train_y[idx]
+        xs = []
+        for r, i in zip(self.runs, idx):
+            i = i.to(self.device)
+            xs.append(data.augment(data.train_x[i], r.sampler))
+        idx = torch.stack(idx).to(self.device)
+        return data.normalise(torch.stack(xs)), data.train_y[idx]
+
+    # ------------------------------------------------------------------ one iteration of every model
+    def step(self) -> None:
+        t = self.iteration + 1
+        k = self.context_of(t)
+        if (t - 1) % self.settings.iters_per_context == 0:  # first iteration of context k
+            for r in self.runs:
+                r.sampler = torch.Generator().manual_seed(derive_seed(r.seed, PURPOSE_SAMPLER, k))
+            if k > 1:
+                for _, _, opt in self.optimizers:
+                    if opt.method.reset_on_switch:
+                        opt.reset()
+            self.net.gain_control.pulse()
+        for r in self.runs:
+            if r.method.lr_drive:  # Entropy-LR: the recursion drives the lr multiplier
+                r.lr_mult = lr_multiplier_update(r.lr_mult, r.method.gamma, r.method.eta_or(self.settings.eta),
+                                                 float(self.net.gain_control.entropy[r.m]))
+        lrs = [r.method.lr * r.lr_mult for r in self.runs]
+
+        x, y = self.sample_batch(k)
+        self.net.train()
+        logits = self.net(x)  # R×B×K; every model's gain update at its start, entropy kept at its end
+        R, B, K = logits.shape
+        losses = batch_mean(F.cross_entropy(logits.reshape(-1, K), y.reshape(-1), reduction="none").view(R, B))
+        for p in self.net.parameters():
+            p.grad = None
+        losses.sum().backward()  # the models share nothing: each gets its own loss's gradient
+        for a, _, opt in self.optimizers:
+            opt.step(lrs[a])
+
+        i = t - 1
+        with torch.no_grad():
+            self.rec_train_loss[:, i] = losses.detach()
+            self.rec_train_correct[:, i] = (logits.argmax(-1) == y).sum(1)
+            self.rec_entropy[:, i] = self.net.gain_control.entropy
+            for c, layer in enumerate(self.net.modulated().values()):
+                self.rec_gain[:, i, c] = layer.mean_gain()
+        self.rec_lr[:, i] = torch.tensor(lrs, dtype=torch.float64)
+        self.iteration = t
+        for r in self.runs:
+            if r.diverged_at is None:
+                r.iteration = t
+        if t in self._eval_row:
+            self.evaluate(t, k)
+
+    @torch.no_grad()
+    def evaluate(self, t: int, k: int) -> None:
+        """Every model on all seen tasks (1..k): one pass over the prefix of the task-ordered test set
+        (k pooled passes over freshly augmented images under the v1 test-augmentation protocol)."""
+        self.net.eval()
+        st = self.settings
+        passes = k if st.test_augment else 1
+        if st.eval_scope == "task1":
+            k = 1
+        R, n = self.R, self.test_offsets[k]
+        correct = torch.zeros(R, n, dtype=torch.long, device=self.device)
+        losses = torch.zeros(R, n, dtype=torch.float64, device=self.device)
+        bs = st.eval_batch_size
+        # CPU: model by model, each forward exactly the one its run makes alone (bitwise equal, and
+        # cache-sized; a CPU gains nothing from larger products); GPU: every model in each forward
+        groups = [slice(j, j + 1) for j in range(R)] if self.device.type == "cpu" else [slice(0, R)]
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=st.eval_bf16)
+        for g in groups:
+            chosen = range(R)[g]
+            for _ in range(passes):
+                for a in range(0, n, bs):
+                    b = min(a + bs, n)
+                    x = self.test_x[a:b] if self.shared_test else self.test_x[g, a:b]
+                    if st.test_augment:  # each run augments with its own generator, as alone
+                        x = torch.stack([self.data.normalise(self.data.augment(x if self.shared_test else x[i],
+                                                                               self.runs[m].test_aug_gen))
+                                         for i, m in enumerate(chosen)])
+                    y = (self.test_y[a:b] if self.shared_test else self.test_y[g, a:b]).expand(len(chosen), -1)
+                    with autocast:
+                        logits = self.net(x, g)
+                    correct[g, a:b] += logits.argmax(-1) == y
+                    losses[g, a:b] += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                                      reduction="none").view(len(chosen), -1)
+        off = torch.tensor(self.test_offsets[:k + 1], device=self.device)
+        zero = torch.zeros(R, 1, device=self.device)
+        c = torch.cat([zero.long(), correct.cumsum(1)], dim=1)
+        s = torch.cat([zero.double(), losses.cumsum(1)], dim=1)
+        row = self._eval_row[t]
+        self.rec_eval_passes[row] = passes
+        self.rec_test_correct[:, row, :k] = c[:, off[1:]] - c[:, off[:-1]]
+        self.rec_test_loss[:, row, :k] = s[:, off[1:]] - s[:, off[:-1]]
+        self.net.train()
+
+    # ------------------------------------------------------------------ the whole batch
+    def alive(self) -> list[Run]:
+        return [r for r in self.runs if r.diverged_at is None]
+
+    def check_divergence(self) -> list[Run]:
+        """NaN or inf in a run's training loss or gain stops that run: its log keeps the iterations
+        before the first bad one, and `diverged_at` records it; the other runs go on."""
+        lo = max(0, self.iteration - self.DIVERGENCE_CHECK_EVERY)
+        bad = ~(torch.isfinite(self.rec_train_loss[:, lo:self.iteration])
+                & torch.isfinite(self.rec_gain[:, lo:self.iteration]).all(dim=2))
+        newly = []
+        for r in self.alive():
+            if bool(bad[r.m].any()):
+                r.diverged_at = lo + int(bad[r.m].nonzero()[0, 0]) + 1
+                r.iteration = r.diverged_at - 1
+                newly.append(r)
+        return newly
+
+    def stop_on_divergence(self, progress) -> bool:
+        """Report newly diverged runs; True when every run has stopped."""
+        for r in self.check_divergence():
+            if progress is not None:
+                also = " (the batch goes on)" if self.alive() else ""
+                print(f"[{r.name()}] DIVERGED: non-finite loss or gain at iteration {r.diverged_at}; "
+                      f"run stopped{also}", file=progress, flush=True)
+        return not self.alive()
+
+    def name(self) -> str:
+        return self.runs[0].name() if self.R == 1 else f"{self.stream.benchmark}/batch of {self.R} runs"
+
+    def progress_line(self, t: int) -> str:
+        row = self._eval_row.get(t)
+        acc1 = "n/a"
+        if row is not None:
+            acc = 100.0 * self.rec_test_correct[:, row, 0].double().cpu() / (self.test_sizes[0] * int(
+                self.rec_eval_passes[row]))
+            acc1 = f"{float(acc[0]):.2f}%" if self.R == 1 else f"{float(acc.min()):.2f}-{float(acc.max()):.2f}%"
+        loss = self.rec_train_loss[:, t - 1]
+        many = "" if self.R == 1 else f" (mean), {len(self.alive())} running"
+        return (f"[{self.name()}] iter {t}/{self.total_iters} context {self.context_of(t)}/{self.n_contexts} "
+                f"train loss {float(loss.mean()):.4f}{many} task-1 acc {acc1} "
+                f"gain {float(self.rec_gain[0, t - 1, -1]):.4f}")
+
+    def run(self, progress=sys.stderr, checkpoint=None, checkpoint_every: int = 0, costs=None) -> None:
+        """Train every run to its end (or its divergence); see `run_loop`."""
+        run_loop(self, progress, checkpoint, checkpoint_every, costs)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything the rest of the runs depends on: the models (weights, BatchNorm statistics,
+        gains, kept entropies), optimizer states, lr multipliers, random generators, the logs so far."""
+        return {"format": self.CHECKPOINT_FORMAT, "iteration": self.iteration, "net": self.net.state_dict(),
+                "optimizers": [opt.state for _, _, opt in self.optimizers],
+                "runs": [{"lr_mult": r.lr_mult, "iteration": r.iteration, "diverged_at": r.diverged_at,
+                          "sampler": None if r.sampler is None else r.sampler.get_state(),
+                          "test_aug_gen": r.test_aug_gen.get_state()} for r in self.runs],
+                "records": {name: getattr(self, name) for name in self.RECORDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != self.CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')!r}, this code writes {self.CHECKPOINT_FORMAT}")
+        self.net.load_state_dict(state["net"])
+        for (_, _, opt), saved in zip(self.optimizers, state["optimizers"]):
+            opt.state = [dict(s) for s in saved]
+        for r, saved in zip(self.runs, state["runs"]):
+            r.lr_mult, r.iteration, r.diverged_at = saved["lr_mult"], saved["iteration"], saved["diverged_at"]
+            r.sampler = None
+            if saved["sampler"] is not None:  # CPU generators, whatever map_location did
+                r.sampler = torch.Generator()
+                r.sampler.set_state(saved["sampler"].cpu())
+            r.test_aug_gen.set_state(saved["test_aug_gen"].cpu())
+        for name, value in state["records"].items():
+            getattr(self, name).copy_(value)
+        self.iteration = int(state["iteration"])
 
 
-def run_loop(trainer, progress=sys.stderr, checkpoint=None, checkpoint_every: int = 0) -> None:
-    """Train a Trainer (or a batched.BatchedTrainer) to its end: a divergence check every
-    DIVERGENCE_CHECK_EVERY iterations (`stop_on_divergence` may end the run), a progress line every
-    tenth of the run (or `progress_every` iterations), and `checkpoint(trainer)` every
-    `checkpoint_every` iterations (0: never) so that a killed job can resume from there."""
-    every = trainer.settings.progress_every or max(1, trainer.total_iters // 10)
+def run_loop(trainer: Trainer, progress=sys.stderr, checkpoint=None, checkpoint_every: int = 0,
+             costs=None) -> None:
+    """Train to the end: a divergence check every DIVERGENCE_CHECK_EVERY iterations (the loop ends
+    when every run has stopped), a progress line every tenth of the run (or `progress_every`
+    iterations) with the elapsed time and the predicted time left, and `checkpoint(trainer)` every
+    `checkpoint_every` iterations (0: never) so that a killed job can resume from there.
+
+    Time left = elapsed × (work left / work done), the work of each iteration from `costs` (its
+    FLOPs, cost.iteration_flops: evaluation grows with the seen tasks), or equal weights."""
+    T = trainer.total_iters
+    every = trainer.settings.progress_every or max(1, T // 10)
+    cum = np.cumsum(np.asarray(costs, dtype=float) if costs is not None else np.ones(T))
     start, first = time.perf_counter(), trainer.iteration
-    while trainer.iteration < trainer.total_iters:
+    while trainer.iteration < T:
         trainer.step()
         t = trainer.iteration
-        if (t % trainer.DIVERGENCE_CHECK_EVERY == 0 or t == trainer.total_iters) and trainer.stop_on_divergence(progress):
+        if (t % trainer.DIVERGENCE_CHECK_EVERY == 0 or t == T) and trainer.stop_on_divergence(progress):
             return
-        if progress is not None and (t % every == 0 or t == trainer.total_iters):
-            rate = (t - first) / max(time.perf_counter() - start, 1e-9)
-            print(trainer.progress_line(t, rate), file=progress, flush=True)
-        if checkpoint is not None and checkpoint_every and t % checkpoint_every == 0 and t < trainer.total_iters:
+        if progress is not None and (t % every == 0 or t == T):
+            elapsed = time.perf_counter() - start
+            done = cum[t - 1] - (cum[first - 1] if first else 0.0)
+            left = elapsed * (cum[-1] - cum[t - 1]) / max(done, 1e-12)
+            print(f"{trainer.progress_line(t)} | {(t - first) / max(elapsed, 1e-9):.3g} it/s, elapsed "
+                  f"{elapsed:.0f} s, left ~{left:.0f} s", file=progress, flush=True)
+        if checkpoint is not None and checkpoint_every and t % checkpoint_every == 0 and t < T:
             checkpoint(trainer)
 
 
 def make_trainer(stream: Stream, method_name: str, method_settings: dict | None, settings: RunSettings,
                  seed: int, device: str = "auto") -> Trainer:
-    method = resolve_method(method_name, method_settings)
-    return Trainer(stream, method, settings, seed, resolve_device(device))
-
-
-# ---------------------------------------------------------------------- one run, written to disk
-
-def provenance() -> dict:
-    """Library versions and the code version (git commit, dirty tree) of this checkout, if any."""
-    import platform
-    import subprocess
-
-    import numpy
-    import pandas
-
-    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "pandas": pandas.__version__, "platform": platform.platform()}
-    repo = __import__("pathlib").Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
-        info["git_commit"], info["git_dirty"] = commit or None, dirty if commit else None
-    except (OSError, subprocess.SubprocessError):
-        info["git_commit"], info["git_dirty"] = None, None
-    return info
-
-
-def save_checkpoint(trainer: Trainer, path, run_hash: str, train_seconds: float) -> None:
-    """Atomically (a kill mid-write leaves the previous checkpoint intact)."""
-    import io
-
-    from .fileio import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save({"run_hash": run_hash, "train_seconds": train_seconds, "trainer": trainer.state_dict()}, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_checkpoint(path, run_hash: str, device: torch.device, progress=sys.stderr) -> dict | None:
-    """The checkpoint at `path` if it belongs to a run with these exact settings, else None (a
-    checkpoint of other settings is removed, never resumed from)."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # a truncated or corrupted checkpoint: start over, say so
-        print(f"checkpoint {path} is unreadable ({err}); starting from iteration 0", file=progress)
-        path.unlink()
-        return None
-    if state.get("run_hash") != run_hash:
-        print(f"checkpoint {path} belongs to other settings; removed, starting from iteration 0", file=progress)
-        path.unlink()
-        return None
-    return state
-
-
-def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr, checkpoint_path=None,
-                   checkpoint_every: int = 0, keep_checkpoint: bool = False) -> dict:
-    """Train one (benchmark, method, seed) run and write `log.parquet` and `summary.json` atomically.
-
-    With `checkpoint_path`, the state is saved there every `checkpoint_every` iterations and a rerun
-    resumes from it; on a CPU at the same thread count the resumed log is byte-identical to an
-    uninterrupted run's. The checkpoint is removed at the end unless `keep_checkpoint`."""
-    return train_runs([run], stream_path, [out_dir], progress, checkpoint_path, checkpoint_every,
-                      keep_checkpoint)[0]
-
-
-def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stderr, checkpoint_path=None,
-               checkpoint_every: int = 0, keep_checkpoint: bool = False) -> list[dict]:
-    """Train runs of one stream and write each run's `log.parquet` and `summary.json` atomically
-    into its folder of `out_dirs`. One run: a Trainer. Several: one BatchedTrainer (batched.py,
-    multi-run batching), whose runs may differ only in method and seed (config.batch_key); each run's
-    log is the one it would get alone (bitwise on the CPU). Checkpoints as in `train_and_save`; a
-    batch has one checkpoint."""
-    import datetime
-    import io
-    import json
-    from pathlib import Path
-
-    from .config import batch_key, config_hash
-    from .fileio import atomic_write_bytes, atomic_write_text, sha256_file
-    from .streams import load_stream
-
-    if len(runs) != len(out_dirs) or not runs:
-        raise ValueError(f"give one output folder per run ({len(runs)} runs, {len(out_dirs)} folders)")
-    first = runs[0]
-    for run in runs[1:]:
-        if batch_key(run) != batch_key(first):
-            differ = sorted(k for k in batch_key(run) if batch_key(run)[k] != batch_key(first).get(k))
-            raise ValueError(f"runs trained as one batch may differ only in method and seed; "
-                             f"{run['variant']}/seed{run['seed']} differs from {first['variant']}/seed{first['seed']} "
-                             f"in: {', '.join(differ)}")
-    torch.set_num_threads(int(first["threads"]))
-    device = resolve_device(first["device"])
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    started = datetime.datetime.now(datetime.timezone.utc)
-    stream = load_stream(stream_path)
-    if stream.benchmark != first["benchmark"]:
-        raise ValueError(f"stream {stream_path} holds benchmark {stream.benchmark!r}, not {first['benchmark']!r}")
-    settings = RunSettings(iters_per_context=first["iters_per_context"], batch_size=first["batch_size"],
-                           eta=first["eta"], eval_every=first["eval_every"], eval_subset=first["eval_subset"],
-                           eval_batch_size=first["eval_batch_size"], test_augment=first.get("test_augment", False))
-    if len(runs) == 1:
-        trainer = make_trainer(stream, first["method"], first["method_settings"], settings, first["seed"],
-                               first["device"])
-        members, run_hash = [trainer], config_hash(first)
-    else:
-        from .batched import BatchedTrainer
-
-        methods = [resolve_method(r["method"], r["method_settings"]) for r in runs]
-        trainer = BatchedTrainer(stream, methods, [r["seed"] for r in runs], settings, device)
-        members, run_hash = trainer.runs, config_hash(runs)
-    before, resumed_from = 0.0, None
-    state = load_checkpoint(checkpoint_path, run_hash, device, progress) if checkpoint_path else None
-    if state is not None:
-        trainer.load_state_dict(state["trainer"])
-        before, resumed_from = state["train_seconds"], trainer.iteration
-        print(f"resumed from checkpoint {checkpoint_path} at iteration {resumed_from}", file=progress, flush=True)
-    t0 = time.perf_counter()
-
-    def checkpoint(tr) -> None:
-        save_checkpoint(tr, checkpoint_path, run_hash, before + time.perf_counter() - t0)
-
-    trainer.run(progress=progress, checkpoint=checkpoint if checkpoint_path else None,
-                checkpoint_every=checkpoint_every)
-    wall = before + time.perf_counter() - t0
-    batch = None
-    if len(runs) > 1:
-        batch = {"size": len(runs), "runs": [f"{r['variant']}/seed{r['seed']}" for r in runs]}
-    common = {"resumed_from": resumed_from, "device": str(device), "threads": torch.get_num_threads(),
-              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "stream": str(stream_path), "stream_sha256": sha256_file(stream_path), "started": started.isoformat(),
-              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(), **provenance()}
-    summaries = []
-    for run, tr, out_dir in zip(runs, members, out_dirs):
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        tr.log().to_parquet(buf, index=False)
-        atomic_write_bytes(out_dir / "log.parquet", buf.getvalue())
-        summary = {
-            "benchmark": run["benchmark"], "method": run["method"], "seed": run["seed"], "run": run,
-            "config_hash": config_hash(run), "resolved_method": dataclasses_asdict(tr.method),
-            "n_contexts": tr.n_contexts, "iterations": tr.iteration, "diverged": tr.diverged(),
-            "diverged_at": tr.diverged_at, "total_iterations": tr.total_iters,
-            "log_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
-            # a batch's runs share one process: its wall time, and the batch they were trained in
-            "train_seconds": round(wall, 3), "iterations_per_second": round(tr.iteration / max(wall, 1e-9), 2),
-            "batch": batch, **common,
-        }
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
-        summaries.append(summary)
-    if checkpoint_path and not keep_checkpoint:
-        Path(checkpoint_path).unlink(missing_ok=True)
-    return summaries
-
-
-def dataclasses_asdict(obj) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(obj)
+    """A single run (R = 1) of a registered method with the config's settings."""
+    return Trainer(stream, resolve_method(method_name, method_settings), seed, settings, resolve_device(device))

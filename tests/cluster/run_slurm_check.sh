@@ -111,7 +111,7 @@ benchmarks:
 methods: {sgd: {lr: 0.01}, ngm: {lr: 0.01, gamma: 0.9}}
 seeds: [1, 2]
 figures: {class_incremental: [split_mnist], domain_incremental: [permuted_mnist]}
-compute: {device: cpu, threads: 1, train_mem_mb: 1000, train_runtime_min: 10}
+compute: {device: cpu, threads: 1, train_mem_mb: 1000}
 YAML
 
 say "tiny config through the slurm profile"
@@ -132,7 +132,7 @@ echo "tables identical: $(ls "$WORK"/local/results/tables/table*.csv | wc -l) CS
 
 say "cancel a training job mid-run, then rerun"
 sed -e 's/iters_per_context: 20/iters_per_context: 600/' -e 's/methods: .*/methods: {ngm: {lr: 0.01, gamma: 0.9}}/' \
-    -e 's/seeds: .*/seeds: [1]/' -e 's/train_runtime_min: 10}/train_runtime_min: 10, checkpoint_every: 100}/' \
+    -e 's/seeds: .*/seeds: [1]/' -e 's/train_mem_mb: 1000}/train_mem_mb: 1000, checkpoint_every: 100}/' \
     -e '/split_mnist:/d' -e 's/class_incremental: \[split_mnist\]/class_incremental: []/' \
     "$WORK/tiny.yaml" > "$WORK/long.yaml"
 CKPT="$WORK/cancel/results/checkpoints/permuted_mnist/ngm/seed1.pt"

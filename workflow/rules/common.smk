@@ -4,11 +4,10 @@ import re
 import shlex
 from pathlib import Path
 
-from stabgap.batched import BATCHABLE_NETS
 from stabgap.config import (
     ConfigError,
-    batch_key,
     check_config,
+    config_hash,
     data_root,
     experiment_runs,
     missing_raw_data,
@@ -16,6 +15,8 @@ from stabgap.config import (
     validate_schema,
 )
 from snakemake.io import report as report_item
+from stabgap.cost import runtime_minutes, write_cost
+from stabgap.planning import train_batches
 from stabgap.streams import get_benchmark
 
 try:
@@ -106,43 +107,23 @@ def run_params(wildcards):
     return json.dumps(run, sort_keys=True)
 
 
-def train_resource(wildcards, key, default_key):
-    """A benchmark's own setting for its training jobs, else the compute default."""
+def train_mem(wildcards):
+    """A benchmark's own memory for its training jobs, else the compute default."""
     return config["benchmarks"][wildcards.benchmark].get(
-        key, config["compute"][default_key]
+        "mem_mb", config["compute"]["train_mem_mb"]
     )
 
 
-def train_batches():
-    """Multi-run batching (compute.batch_runs > 1): the runs of each MLP benchmark, ordered by
-    variant and seed, in batches of at most batch_runs runs that share their settings
-    (stabgap.config.batch_key). Returns (benchmark, index, [(variant, seed), ...]) per batch.
-    """
-    size = config["compute"]["batch_runs"]
-    if size <= 1:
-        return []
-    runs = sorted({r for group in GROUPS.values() for r in group})
-    batches = []
-    for bench in BENCHMARKS:
-        if get_benchmark(bench).net not in BATCHABLE_NETS:
-            continue
-        by_key = {}  # runs that may share a batch
-        for b, v, s in runs:
-            if b == bench:
-                key = json.dumps(batch_key(run_config(config, b, v, s)), sort_keys=True)
-                by_key.setdefault(key, []).append((v, s))
-        chunks = [
-            chunk
-            for key in sorted(by_key)
-            for chunk in (
-                by_key[key][i : i + size] for i in range(0, len(by_key[key]), size)
-            )
-        ]
-        batches += [(bench, i, chunk) for i, chunk in enumerate(chunks)]
-    return batches
+def train_runtime(wildcards):
+    """Minutes for one run's training job: the cost model's prediction (stabgap.cost) on
+    cost.runtime_machine, times cost.safety_factor."""
+    return runtime_minutes(
+        config,
+        run_config(config, wildcards.benchmark, wildcards.method, int(wildcards.seed)),
+    )
 
 
-BATCHES = train_batches()
+BATCHES = train_batches(config, GROUPS)
 # benchmarks whose runs the batches train; the others keep one training job per run
 BATCHED_BENCHMARKS = sorted({b for b, _, _ in BATCHES})
 UNBATCHED_BENCHMARKS = [b for b in BENCHMARKS if b not in BATCHED_BENCHMARKS]
@@ -167,24 +148,46 @@ def retry_runtime(base, attempt):
     return base * 2 ** (attempt - 1)
 
 
-def batch_resource(bench, key, default_key, n_runs):
-    """A batch job's memory (as one run's) and runtime (as its runs one after another)."""
-    base = config["benchmarks"][bench].get(key, config["compute"][default_key])
+def batch_resource(bench, key, members):
+    """A batch job's memory (one run's) and runtime (the cost model's for its runs one after
+    another: on a GPU a batch takes less), both growing with retries like the per-run rule."""
     if key == "mem_mb":
+        base = config["benchmarks"][bench].get("mem_mb", config["compute"]["train_mem_mb"])
         return lambda wildcards, attempt: retry_mem(base, attempt)
-    return lambda wildcards, attempt: retry_runtime(base * n_runs, attempt)
+    v, s = members[0]
+    base = runtime_minutes(config, run_config(config, bench, v, s), len(members))
+    return lambda wildcards, attempt: retry_runtime(base, attempt)
 
 
 def train_group(wildcards):
+    """MLP runs share one group, so a cluster profile can pack many into one scheduler job
+    (--group-components mlp_runs=N); every ResNet run is a group of its own."""
     if get_benchmark(wildcards.benchmark).net == "mlp":
         return "mlp_runs"
     return f"gpu_{wildcards.benchmark}_{wildcards.method}_{wildcards.seed}"
 
 
-def uses_gpu(wildcards):
+def batch_group(bench, index):
+    if get_benchmark(bench).net == "mlp":
+        return "mlp_runs"
+    return f"gpu_{bench}_batch{index}"
+
+
+def uses_gpu_bench(bench):
     """ResNet runs ask the scheduler for a GPU unless the config pins the CPU; MLP runs never do."""
-    net = get_benchmark(wildcards.benchmark).net
-    return int(net != "mlp" and config["compute"]["device"] != "cpu")
+    return int(get_benchmark(bench).net != "mlp" and config["compute"]["device"] != "cpu")
+
+
+def uses_gpu(wildcards):
+    return uses_gpu_bench(wildcards.benchmark)
+
+
+def repro_runtime():
+    """The reproducibility check retrains `sample` runs: the longest main run's time each."""
+    longest = max(
+        runtime_minutes(config, run_config(config, b, v, s)) for b, v, s in GROUPS["main"]
+    )
+    return longest * config["reproducibility"]["sample"]
 
 
 def figure_benchmarks(kind):

@@ -96,7 +96,7 @@ rule repro_check:
     threads: config["compute"]["threads"]
     resources:
         mem_mb=config["compute"]["train_mem_mb"],
-        runtime=config["compute"]["train_runtime_min"],
+        runtime=repro_runtime(),
     params:
         runs=group_runs("main"),
         sample=config["reproducibility"]["sample"],

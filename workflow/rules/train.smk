@@ -23,12 +23,9 @@ rule train:
     threads: config["compute"]["threads"]
     resources:
         # a retry (--retries) asks for 50% more memory and twice the time per attempt
-        mem_mb=lambda w, attempt: retry_mem(
-            train_resource(w, "mem_mb", "train_mem_mb"), attempt
-        ),
-        runtime=lambda w, attempt: retry_runtime(
-            train_resource(w, "runtime_min", "train_runtime_min"), attempt
-        ),
+        mem_mb=lambda w, attempt: retry_mem(train_mem(w), attempt),
+        # minutes: the cost model's prediction times cost.safety_factor (stabgap.cost)
+        runtime=lambda w, attempt: retry_runtime(train_runtime(w), attempt),
         gpu=uses_gpu,
     params:
         run=run_params,
@@ -40,7 +37,7 @@ rule train:
         " --out-dir {params.out_dir} --checkpoint {params.checkpoint:q} >> {log} 2>&1"
 
 
-# Multi-run batching (compute.batch_runs > 1): one job trains a batch of runs of one MLP benchmark as
+# Multi-run batching (compute.batch_runs > 1): one job trains a batch of runs of one benchmark as
 # a batch of models in one process, and still writes one output set per run (bitwise the same files
 # on a CPU). One rule per batch, named train_<benchmark>_batch<i>; rebuilding one of its runs
 # retrains the batch.
@@ -62,16 +59,14 @@ for _bench, _i, _members in BATCHES:
         benchmark:
             f"{RESULTS}/benchmarks/train/{_bench}/batch{_i}.tsv"
         group:
-            "mlp_runs"
+            batch_group(_bench, _i)
         conda:
             "../../envs/stabgap.yaml"
         threads: config["compute"]["threads"]
         resources:
-            mem_mb=batch_resource(_bench, "mem_mb", "train_mem_mb", len(_members)),
-            runtime=batch_resource(
-                _bench, "runtime_min", "train_runtime_min", len(_members)
-            ),
-            gpu=0,
+            mem_mb=batch_resource(_bench, "mem_mb", _members),
+            runtime=batch_resource(_bench, "runtime", _members),
+            gpu=uses_gpu_bench(_bench),
         params:
             runs=batch_args(_bench, _members),
             # outside the declared outputs; its name changes with the batch's runs

@@ -1,0 +1,188 @@
+"""A run's files: train runs of one stream and write each run's `log.parquet` and `summary.json`
+(with provenance), and the checkpoints a killed job resumes from. The training loop is train.py's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .config import batch_key, config_hash
+from .fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from .methods import resolve_method
+from .streams import load_stream
+from .train import RunSettings, Trainer, resolve_device
+
+
+def provenance() -> dict:
+    """Library versions and the code version (git commit, dirty tree) of this checkout, if any."""
+    import platform
+    import subprocess
+
+    import numpy
+    import pandas
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "pandas": pandas.__version__, "platform": platform.platform()}
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        info["git_commit"], info["git_dirty"] = commit or None, dirty if commit else None
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"], info["git_dirty"] = None, None
+    return info
+
+
+def set_precision(precision: str, device: torch.device) -> dict:
+    """The numeric protocol of a job (compute.precision), applied globally and returned for the
+    summary. fp32 (default): full-precision matmuls and cuDNN convolutions, deterministic cuDNN
+    algorithms, no autotuning; tf32: TF32 tensor cores for both (Ampere and later GPUs; a CPU has
+    none, so it changes nothing there)."""
+    if precision not in ("fp32", "tf32"):
+        raise ValueError(f"compute.precision must be fp32 or tf32, got {precision!r}")
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return {"precision": precision, "matmul_tf32": tf32, "cudnn_tf32": tf32,
+            "cudnn_deterministic": device.type == "cuda"}
+
+
+def save_checkpoint(trainer: Trainer, path, run_hash: str, train_seconds: float) -> None:
+    """Atomically (a kill mid-write leaves the previous checkpoint intact)."""
+    buf = io.BytesIO()
+    torch.save({"run_hash": run_hash, "train_seconds": train_seconds, "trainer": trainer.state_dict()}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path, run_hash: str, device: torch.device, progress=sys.stderr) -> dict | None:
+    """The checkpoint at `path` if it belongs to a run with these exact settings, written by this
+    trainer's format, else None (any other checkpoint is removed, never resumed from)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # a truncated or corrupted checkpoint: start over, say so
+        print(f"checkpoint {path} is unreadable ({err}); starting from iteration 0", file=progress)
+        path.unlink()
+        return None
+    if state.get("run_hash") != run_hash:
+        print(f"checkpoint {path} belongs to other settings; removed, starting from iteration 0", file=progress)
+        path.unlink()
+        return None
+    if state.get("trainer", {}).get("format") != Trainer.CHECKPOINT_FORMAT:
+        print(f"checkpoint {path} was written by an older trainer; removed, starting from iteration 0", file=progress)
+        path.unlink()
+        return None
+    return state
+
+
+def run_settings(run: dict) -> RunSettings:
+    return RunSettings(iters_per_context=run["iters_per_context"], batch_size=run["batch_size"], eta=run["eta"],
+                       eval_every=run["eval_every"], eval_subset=run["eval_subset"],
+                       eval_batch_size=run["eval_batch_size"], test_augment=run.get("test_augment", False),
+                       eval_bf16=run.get("eval_bf16", False))
+
+
+def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr, checkpoint_path=None,
+                   checkpoint_every: int = 0, keep_checkpoint: bool = False) -> dict:
+    """Train one (benchmark, method, seed) run and write `log.parquet` and `summary.json` atomically.
+
+    With `checkpoint_path`, the state is saved there every `checkpoint_every` iterations and a rerun
+    resumes from it; on a CPU at the same thread count the resumed log is byte-identical to an
+    uninterrupted run's. The checkpoint is removed at the end unless `keep_checkpoint`."""
+    return train_runs([run], stream_path, [out_dir], progress, checkpoint_path, checkpoint_every,
+                      keep_checkpoint)[0]
+
+
+def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stderr, checkpoint_path=None,
+               checkpoint_every: int = 0, keep_checkpoint: bool = False) -> list[dict]:
+    """Train runs of one stream as one batch of models (train.Trainer; multi-run batching when there
+    are several) and write each run's `log.parquet` and `summary.json` atomically into its folder of
+    `out_dirs`. The runs may differ only in method and seed (config.batch_key); each run's log is the
+    one it would get alone (bitwise on the CPU). Checkpoints as in `train_and_save`; a batch has one."""
+    from .cost import iteration_flops
+
+    if len(runs) != len(out_dirs) or not runs:
+        raise ValueError(f"give one output folder per run ({len(runs)} runs, {len(out_dirs)} folders)")
+    first = runs[0]
+    for run in runs[1:]:
+        if batch_key(run) != batch_key(first):
+            differ = sorted(k for k in batch_key(run) if batch_key(run)[k] != batch_key(first).get(k))
+            raise ValueError(f"runs trained as one batch may differ only in method and seed; "
+                             f"{run['variant']}/seed{run['seed']} differs from {first['variant']}/seed{first['seed']} "
+                             f"in: {', '.join(differ)}")
+    torch.set_num_threads(int(first["threads"]))
+    device = resolve_device(first["device"])
+    numerics = set_precision(first.get("precision", "fp32"), device)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    stream = load_stream(stream_path)
+    if stream.benchmark != first["benchmark"]:
+        raise ValueError(f"stream {stream_path} holds benchmark {stream.benchmark!r}, not {first['benchmark']!r}")
+    settings = run_settings(first)
+    methods = [resolve_method(r["method"], r["method_settings"]) for r in runs]
+    trainer = Trainer(stream, methods, [r["seed"] for r in runs], settings, device)
+    run_hash = config_hash(first) if len(runs) == 1 else config_hash(runs)
+    before, resumed_from = 0.0, None
+    state = load_checkpoint(checkpoint_path, run_hash, device, progress) if checkpoint_path else None
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        before, resumed_from = state["train_seconds"], trainer.iteration
+        print(f"resumed from checkpoint {checkpoint_path} at iteration {resumed_from}", file=progress, flush=True)
+    t0 = time.perf_counter()
+
+    def checkpoint(tr) -> None:
+        save_checkpoint(tr, checkpoint_path, run_hash, before + time.perf_counter() - t0)
+
+    trainer.run(progress=progress, checkpoint=checkpoint if checkpoint_path else None,
+                checkpoint_every=checkpoint_every, costs=iteration_flops(first, stream.task_sizes("test")))
+    wall = before + time.perf_counter() - t0
+    batch = None
+    if len(runs) > 1:
+        batch = {"size": len(runs), "runs": [f"{r['variant']}/seed{r['seed']}" for r in runs]}
+    common = {"resumed_from": resumed_from, "device": str(device), "threads": torch.get_num_threads(),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "numerics": {**numerics, "eval_bf16": settings.eval_bf16},
+              "stream": str(stream_path), "stream_sha256": sha256_file(stream_path), "started": started.isoformat(),
+              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(), **provenance()}
+    summaries = []
+    for run, r, out_dir in zip(runs, trainer.runs, out_dirs):
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        r.log().to_parquet(buf, index=False)
+        atomic_write_bytes(out_dir / "log.parquet", buf.getvalue())
+        summary = {
+            "benchmark": run["benchmark"], "method": run["method"], "seed": run["seed"], "run": run,
+            "config_hash": config_hash(run), "resolved_method": dataclasses_asdict(r.method),
+            "n_contexts": r.n_contexts, "iterations": r.iteration, "diverged": r.diverged(),
+            "diverged_at": r.diverged_at, "total_iterations": r.total_iters,
+            "log_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+            # a batch's runs share one process: its wall time, and the batch they were trained in
+            "train_seconds": round(wall, 3), "iterations_per_second": round(r.iteration / max(wall, 1e-9), 2),
+            "batch": batch, **common,
+        }
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+        summaries.append(summary)
+    if checkpoint_path and not keep_checkpoint:
+        Path(checkpoint_path).unlink(missing_ok=True)
+    return summaries
+
+
+def dataclasses_asdict(obj) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(obj)

@@ -1,0 +1,71 @@
+"""The cost model (cost.py): FLOP counts against torch's own counter, and predictions."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from stabgap import cost
+from stabgap.gain import GainControl
+from stabgap.nets import build_net
+
+
+@pytest.mark.parametrize("net,classes,image", [("mlp", 10, (1, 28, 28)), ("resnet18_slim", 10, (3, 32, 32)),
+                                               ("resnet18_slim", 100, (3, 84, 84))])
+def test_flop_count_matches_torch_flop_counter(net, classes, image):
+    model = build_net(net, classes, image, GainControl(), seed=0)
+    x = torch.randn(4, *image)
+    model.eval()
+    with FlopCounterMode(display=False) as fc:
+        with torch.no_grad():
+            model(x)
+    assert fc.get_total_flops() == 4 * cost.forward_flops(net, classes, image)
+    model.train()
+    with FlopCounterMode(display=False) as fc:
+        torch.nn.functional.cross_entropy(model(x), torch.zeros(4, dtype=torch.long)).backward()
+    assert fc.get_total_flops() == 4 * cost.train_flops(net, classes, image)
+
+
+def test_forward_flops_per_image_as_planned():
+    # the scale the issue plans with: 0.109 GFLOP per 32×32 image, 0.771 per 84×84 image
+    assert cost.forward_flops("resnet18_slim", 10, (3, 32, 32)) / 1e9 == pytest.approx(0.109, abs=0.001)
+    assert cost.forward_flops("resnet18_slim", 100, (3, 84, 84)) / 1e9 == pytest.approx(0.771, abs=0.001)
+
+
+def run(**kw):
+    return {"benchmark": "split_cifar10", "iters_per_context": 4, "batch_size": 2, "eval_every": 2,
+            "eval_subset": None, "test_augment": False, **kw}
+
+
+def test_iteration_flops_follow_the_evaluation_schedule():
+    fwd = cost.forward_flops("resnet18_slim", 10, (3, 32, 32))
+    tr = cost.train_flops("resnet18_slim", 10, (3, 32, 32)) * 2
+    got = cost.iteration_flops(run(), [10, 20])
+    # evaluated at 2, 4 (context 1: task 1), 6, 8 (context 2: tasks 1 and 2)
+    assert got == [tr, tr + 10 * fwd, tr, tr + 10 * fwd, tr, tr + 30 * fwd, tr, tr + 30 * fwd]
+    aug = cost.iteration_flops(run(test_augment=True), [10, 20])  # k pooled passes in context k
+    assert aug[7] == tr + 2 * 30 * fwd and aug[3] == tr + 10 * fwd
+    sub = cost.iteration_flops(run(eval_subset=5), [10, 20])
+    assert sub[7] == tr + 10 * fwd
+
+
+def test_stream_test_sizes_from_the_config():
+    assert cost.stream_test_sizes("split_mnist", {"classes": [[0, 1], [2, 3]]}, list(cost.MNIST_TEST_PER_CLASS)) \
+        == [2115, 2042]
+    assert cost.stream_test_sizes("rotated_mnist", {"angles": [0, 80]}, [1000] * 10) == [10000, 10000]
+    assert cost.stream_test_sizes("domain_cifar100_v2", {"n_contexts": 3}, [100] * 100) == [2000] * 3
+
+
+def test_prediction_adds_rate_and_overheads():
+    work = {"network": "mlp", "iterations": 100, "evaluations": 10, "train_flops": 3e9, "eval_flops": 1e9}
+    machine = {"rate_gflops": {"mlp": 2.0}, "per_iteration_s": {"mlp": 0.01}, "per_evaluation_s": {"mlp": 0.1},
+               "startup_s": 3.0}
+    assert cost.predict_seconds(work, machine) == pytest.approx(2.0 + 1.0 + 1.0 + 3.0)
+
+
+def test_cost_module_imports_no_torch():
+    code = "import sys, stabgap.cost; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,22 @@
+# What the config costs before it runs (stabgap.cost): per experiment group and benchmark, the runs,
+# FLOPs per run for training and evaluation, and the hours predicted on each machine of the cost
+# model. Plans nothing else: `snakemake cost` answers in seconds, before any data exists.
+
+
+rule cost:
+    output:
+        md=f"{RESULTS}/cost.md",
+        csv=f"{RESULTS}/cost.csv",
+    log:
+        f"{RESULTS}/logs/cost.log",
+    params:
+        # any change of the config (runs, protocol, machines) rewrites the table
+        config=config_hash(config),
+        stem=lambda w, output: output.md[: -len(".md")],
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    run:
+        with open(log[0], "w") as out:
+            out.write(write_cost(config, GROUPS, run_config, params.stem, "this config"))
