@@ -209,3 +209,13 @@ def test_task1_only_evaluation_scope(split):
     assert set(test.task) == {1} and len(test) == 30
     full = trained(split, "sgd", I=10).runs[0].log().query("split == 'test' and task == 1")
     assert test.accuracy.to_numpy().tolist() == full.accuracy.to_numpy().tolist()
+
+
+def test_bf16_evaluation_changes_evaluation_only(split):
+    """evaluation.bf16: training is untouched (bitwise), the evaluated losses are computed in bf16."""
+    fp32 = trained(split, "ngm", I=10).runs[0].log()
+    bf16 = trained(split, "ngm", I=10, eval_bf16=True).runs[0].log()
+    train = fp32.split == "train"
+    assert fp32[train].equals(bf16[train])
+    diff = (fp32.loss - bf16.loss)[~train].abs()
+    assert diff.max() > 0 and diff.max() < 0.05  # bf16's 8-bit mantissa: small, but not zero

@@ -85,6 +85,23 @@ def test_every_stage_produces_its_outputs(tiny_run):
         assert (res / "figures" / f"{fig}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+def test_cost_table_and_progress_with_time_left(tiny_run):
+    """The default target writes the cost model's table; training logs show elapsed and time left."""
+    work, _, _ = tiny_run
+    res = work / "results"
+    cost = pd.read_csv(res / "cost.csv")
+    main = cost[cost.group == "main"].set_index("benchmark")
+    assert main.loc["split_mnist", "runs"] == 4 and main.loc["split_mnist", "network"] == "mlp"
+    assert (cost.total_pflop > 0).all() and "hours_cpu" in cost and "hours_gpu" in cost
+    assert "| **total** |" in (res / "cost.md").read_text()
+    log = (res / "logs" / "train" / "split_mnist" / "ngm" / "seed1.log").read_text()
+    last = [line for line in log.splitlines() if "iter 12/12" in line][-1]
+    assert re.search(r"elapsed \d+ s, left ~0 s", last), last
+    summary = json.loads((res / "runs" / "split_mnist" / "ngm" / "seed1" / "summary.json").read_text())
+    assert summary["numerics"] == {"precision": "fp32", "matmul_tf32": False, "cudnn_tf32": False,
+                                   "cudnn_deterministic": False, "eval_bf16": False}
+
+
 def test_tables_agree_with_per_run_metrics(tiny_run):
     work, _, _ = tiny_run
     res = work / "results"

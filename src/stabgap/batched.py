@@ -40,8 +40,12 @@ class _BatchedMatmul(torch.autograd.Function):
         M, out, inp = w.shape
         if x.device.type == "cpu":
             z = x.new_empty(M, x.shape[-2], out)
+            autocast = torch.is_autocast_enabled("cpu")  # evaluation.bf16: an out= product ignores autocast
             for m in range(M):
-                torch.mm(x if x.dim() == 2 else x[m], w[m].t(), out=z[m])
+                if autocast:
+                    z[m] = torch.mm(x if x.dim() == 2 else x[m], w[m].t())
+                else:
+                    torch.mm(x if x.dim() == 2 else x[m], w[m].t(), out=z[m])
             return z
         if x.dim() == 2:  # one product for all models: N×in @ in×(M·out)
             return (x @ w.reshape(M * out, inp).t()).view(-1, M, out).transpose(0, 1)

@@ -261,9 +261,9 @@ def cost_table(rows: list[dict], machines: dict) -> str:
 
 
 def write_cost(config: dict, groups: dict, run_config, out: str | None, source: str,
-               gpu_tflops: float | None = None) -> str:
+               gpu_tflops: float | None = None, log: str | None = None) -> str:
     """The cost table of a config (Markdown, returned), and with `out` also <out>.md and <out>.csv
-    (written atomically). `source`: where the config came from, for the title."""
+    (written atomically; `log`: the table also there). `source`: where the config came from."""
     import csv
     import io
 
@@ -284,4 +284,6 @@ def write_cost(config: dict, groups: dict, run_config, out: str | None, source: 
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(f"{out}.csv", buf.getvalue())
+    if log:
+        atomic_write_text(log, table)
     return table

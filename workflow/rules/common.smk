@@ -150,9 +150,12 @@ def retry_runtime(base, attempt):
 
 def batch_resource(bench, key, members):
     """A batch job's memory (one run's) and runtime (the cost model's for its runs one after
-    another: on a GPU a batch takes less), both growing with retries like the per-run rule."""
+    another: on a GPU a batch takes less), both growing with retries like the per-run rule.
+    """
     if key == "mem_mb":
-        base = config["benchmarks"][bench].get("mem_mb", config["compute"]["train_mem_mb"])
+        base = config["benchmarks"][bench].get(
+            "mem_mb", config["compute"]["train_mem_mb"]
+        )
         return lambda wildcards, attempt: retry_mem(base, attempt)
     v, s = members[0]
     base = runtime_minutes(config, run_config(config, bench, v, s), len(members))
@@ -175,7 +178,9 @@ def batch_group(bench, index):
 
 def uses_gpu_bench(bench):
     """ResNet runs ask the scheduler for a GPU unless the config pins the CPU; MLP runs never do."""
-    return int(get_benchmark(bench).net != "mlp" and config["compute"]["device"] != "cpu")
+    return int(
+        get_benchmark(bench).net != "mlp" and config["compute"]["device"] != "cpu"
+    )
 
 
 def uses_gpu(wildcards):
@@ -185,7 +190,8 @@ def uses_gpu(wildcards):
 def repro_runtime():
     """The reproducibility check retrains `sample` runs: the longest main run's time each."""
     longest = max(
-        runtime_minutes(config, run_config(config, b, v, s)) for b, v, s in GROUPS["main"]
+        runtime_minutes(config, run_config(config, b, v, s))
+        for b, v, s in GROUPS["main"]
     )
     return longest * config["reproducibility"]["sample"]
 

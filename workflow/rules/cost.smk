@@ -9,14 +9,13 @@ rule cost:
         csv=f"{RESULTS}/cost.csv",
     log:
         f"{RESULTS}/logs/cost.log",
-    params:
-        # any change of the config (runs, protocol, machines) rewrites the table
-        config=config_hash(config),
-        stem=lambda w, output: output.md[: -len(".md")],
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        # any change of the config (runs, protocol, machines) rewrites the table
+        config=config_hash(config),
+        stem=lambda w, output: output.md[: -len(".md")],
     run:
-        with open(log[0], "w") as out:
-            out.write(write_cost(config, GROUPS, run_config, params.stem, "this config"))
+        write_cost(config, GROUPS, run_config, params.stem, "this config", log=log[0])
