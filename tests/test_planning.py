@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from stabgap.config import experiment_runs, run_config, validate_schema
 from stabgap.planning import train_batches
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gain import GainControl, GainLinear, batch_entropy
+from .gain import GainControl, GainLinear, batch_mean
 from .nets import MLP, GainNet, SlimResNet18
 
 
@@ -87,8 +87,6 @@ class BatchedGainLinear(nn.Module):
         return _BatchedMatmul.apply(x, w) * g[:, None, :] + b[:, None, :]
 
     def mean_gain(self) -> torch.Tensor:
-        from .gain import batch_mean
-
         return batch_mean(self.gain)  # (R,)
 
 
