@@ -62,7 +62,22 @@ def test_prediction_adds_rate_and_overheads():
     work = {"network": "mlp", "iterations": 100, "evaluations": 10, "train_flops": 3e9, "eval_flops": 1e9}
     machine = {"rate_gflops": {"mlp": 2.0}, "per_iteration_s": {"mlp": 0.01}, "per_evaluation_s": {"mlp": 0.1},
                "startup_s": 3.0}
-    assert cost.predict_seconds(work, machine) == pytest.approx(2.0 + 1.0 + 1.0 + 3.0)
+    assert cost.predict_seconds(work, machine) == pytest.approx(1.5 + 0.5 + 1.0 + 1.0 + 3.0)
+    machine["eval_rate_gflops"] = {"mlp": 0.5}  # evaluation at its own rate
+    assert cost.predict_seconds(work, machine) == pytest.approx(1.5 + 2.0 + 1.0 + 1.0 + 3.0)
+
+
+def test_measured_cpu_rates_predict_the_harness_rows_within_30_percent():
+    """The rows of bench/NOTES.md, *Cost model* (1 thread): the two held out of the fit."""
+    cpu = cost.DEFAULT_MACHINES["cpu"]
+    rotated = {"network": "mlp", "iterations": 200, "evaluations": 200,
+               "train_flops": 200 * 128 * cost.train_flops("mlp", 10, (1, 28, 28)), "eval_flops": 0.0}
+    rotated["eval_flops"] = 1.968e12 - rotated["train_flops"]
+    assert cost.predict_seconds(rotated, {**cpu, "startup_s": 0}) == pytest.approx(50.6, rel=0.3)
+    cifar = {"network": "resnet18_slim", "iterations": 10, "evaluations": 2,
+             "train_flops": 10 * 256 * cost.train_flops("resnet18_slim", 10, (3, 32, 32)), "eval_flops": 0.0}
+    cifar["eval_flops"] = 1.055e12 - cifar["train_flops"]
+    assert cost.predict_seconds(cifar, {**cpu, "startup_s": 0}) == pytest.approx(42.2, rel=0.3)
 
 
 def test_cost_module_imports_no_torch():

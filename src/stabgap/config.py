@@ -112,8 +112,9 @@ def check_config(config: dict) -> None:
         for key in ("rate_gflops", "per_iteration_s", "per_evaluation_s"):
             for net in sorted({n for n, _ in NETWORK.values()} - set(m.get(key, {}))):
                 raise ConfigError(f"cost.machines.{name}.{key}: no value for network {net!r}")
-        if not all(v > 0 for v in m["rate_gflops"].values()):
-            raise ConfigError(f"cost.machines.{name}.rate_gflops: every rate must be > 0, got {m['rate_gflops']}")
+        for key in ("rate_gflops", "eval_rate_gflops"):
+            if not all(v > 0 for v in m.get(key, {}).values()):
+                raise ConfigError(f"cost.machines.{name}.{key}: every rate must be > 0, got {m[key]}")
 
 
 def missing_raw_data(config: dict, results: str, names=None) -> list[str]:

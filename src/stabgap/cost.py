@@ -9,7 +9,8 @@ weight gradient of every layer (as much again) and the input gradient of every l
 (whose input needs none). Evaluation at an evaluated iteration in context k costs one forward per
 test image of every seen task (k passes under the v1 test augmentation; a subset caps each task).
 
-Time = FLOPs ÷ rate + per-iteration and per-evaluation overheads + one job start-up, the rates and
+Time = training FLOPs ÷ training rate + evaluation FLOPs ÷ evaluation rate + per-iteration and
+per-evaluation overheads + one job start-up, the rates and
 overheads per network and machine being settings (`cost.machines` in the config, measured with
 `python -m stabgap.bench`; bench/NOTES.md). The overhead terms make launch-bound runs predictable.
 """
@@ -119,16 +120,18 @@ def stream_test_sizes(benchmark: str, stream: dict, per_class: list[int]) -> lis
 # Rates (GFLOP/s, per training job at its thread count) and overheads per network; the config's
 # `cost.machines` overrides or adds entries. How each number was measured: bench/NOTES.md, *Cost model*.
 DEFAULT_MACHINES = {
-    "cpu": {
-        "label": "this project's CPU machine, 1 thread per job (measured)",
-        "rate_gflops": {"mlp": 90.0, "resnet18_slim": 40.0},
-        "per_iteration_s": {"mlp": 0.0, "resnet18_slim": 0.0},
+    "cpu": {  # bench/NOTES.md, *Cost model*: fitted on harness slices at 1 thread, full MNIST and JPEG CIFAR-10
+        "label": "this project's CPU machine (2 cores), 1 thread per job (measured)",
+        "rate_gflops": {"mlp": 44.2, "resnet18_slim": 31.4},
+        "eval_rate_gflops": {"mlp": 44.2, "resnet18_slim": 16.1},
+        "per_iteration_s": {"mlp": 0.0025, "resnet18_slim": 0.0},
         "per_evaluation_s": {"mlp": 0.0, "resnet18_slim": 0.0},
         "startup_s": 3.0,
     },
     "gpu": {
         "label": "NVIDIA H200, fp32 (MLP measured; ResNet rate ASSUMED until measured: bench/gpu.sh)",
         "rate_gflops": {"mlp": 9400.0, "resnet18_slim": 20000.0},
+        "eval_rate_gflops": {"mlp": 9400.0, "resnet18_slim": 20000.0},
         "per_iteration_s": {"mlp": 0.0023, "resnet18_slim": 0.004},
         "per_evaluation_s": {"mlp": 0.0, "resnet18_slim": 0.0},
         "startup_s": 10.0,
@@ -189,7 +192,8 @@ def predict_seconds(work: dict, machine: dict, n_jobs: float = 1.0) -> float:
     """Seconds for one run's work on a machine (cost.machines entry), with its share of job start-up."""
     net = work["network"]
     rate = float(machine["rate_gflops"][net]) * 1e9
-    return ((work["train_flops"] + work["eval_flops"]) / rate
+    eval_rate = float(machine.get("eval_rate_gflops", machine["rate_gflops"])[net]) * 1e9
+    return (work["train_flops"] / rate + work["eval_flops"] / eval_rate
             + work["iterations"] * float(machine["per_iteration_s"][net])
             + work["evaluations"] * float(machine["per_evaluation_s"][net])
             + float(machine["startup_s"]) * n_jobs)
@@ -218,7 +222,8 @@ def config_cost(config: dict, groups: dict, run_config, gpu_tflops: float | None
     `gpu_tflops`, which then replaces the gpu machine's rates for both networks)."""
     known = machines(config)
     if gpu_tflops is not None:  # the user's GPU: its rate for both networks, the gpu entry's overheads
-        known["gpu"] = {**known["gpu"], "rate_gflops": {net: gpu_tflops * 1e3 for net in ("mlp", "resnet18_slim")},
+        given = {net: gpu_tflops * 1e3 for net in ("mlp", "resnet18_slim")}
+        known["gpu"] = {**known["gpu"], "rate_gflops": given, "eval_rate_gflops": given,
                         "label": f"a GPU achieving {gpu_tflops:g} TFLOP/s (given), overheads of the gpu entry"}
     rows, seen = [], set()
     for group, runs in groups.items():

@@ -129,6 +129,7 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
     device = resolve_device(first["device"])
     numerics = set_precision(first.get("precision", "fp32"), device)
     started = datetime.datetime.now(datetime.timezone.utc)
+    code = provenance()  # the code as the job started (a tree edited while it trains must not be recorded)
     stream = load_stream(stream_path)
     if stream.benchmark != first["benchmark"]:
         raise ValueError(f"stream {stream_path} holds benchmark {stream.benchmark!r}, not {first['benchmark']!r}")
@@ -157,7 +158,7 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "numerics": {**numerics, "eval_bf16": settings.eval_bf16},
               "stream": str(stream_path), "stream_sha256": sha256_file(stream_path), "started": started.isoformat(),
-              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(), **provenance()}
+              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(), **code}
     summaries = []
     for run, r, out_dir in zip(runs, trainer.runs, out_dirs):
         out_dir = Path(out_dir)
