@@ -139,15 +139,20 @@ DEFAULT_MACHINES = {
 }
 
 
-def machines(config: dict) -> dict:
+def machines(config: dict, gpu_tflops: float | None = None) -> dict:
     """The machines of the cost model: DEFAULT_MACHINES, with the config's `cost.machines` on top
-    (an entry given in the config replaces the default entry's keys it names)."""
+    (an entry given in the config replaces the default entry's keys it names); with `gpu_tflops`,
+    the user's GPU: that rate for both networks and phases, the gpu entry's overheads."""
     out = {name: {k: (dict(v) if isinstance(v, dict) else v) for k, v in m.items()}
            for name, m in DEFAULT_MACHINES.items()}
     for name, m in ((config.get("cost") or {}).get("machines") or {}).items():
         entry = out.setdefault(name, {})
         for key, value in m.items():
             entry[key] = {**entry.get(key, {}), **value} if isinstance(value, dict) else value
+    if gpu_tflops is not None:
+        given = {net: gpu_tflops * 1e3 for net in ("mlp", "resnet18_slim")}
+        out["gpu"] = {**out["gpu"], "rate_gflops": given, "eval_rate_gflops": given,
+                      "label": f"a GPU achieving {gpu_tflops:g} TFLOP/s (given), overheads of the gpu entry"}
     return out
 
 
@@ -220,11 +225,7 @@ def config_cost(config: dict, groups: dict, run_config, gpu_tflops: float | None
     """One row per experiment group × benchmark: runs, FLOPs per run (training, evaluation), total
     FLOPs and the hours predicted on every machine of `cost.machines` (and on a GPU of
     `gpu_tflops`, which then replaces the gpu machine's rates for both networks)."""
-    known = machines(config)
-    if gpu_tflops is not None:  # the user's GPU: its rate for both networks, the gpu entry's overheads
-        given = {net: gpu_tflops * 1e3 for net in ("mlp", "resnet18_slim")}
-        known["gpu"] = {**known["gpu"], "rate_gflops": given, "eval_rate_gflops": given,
-                        "label": f"a GPU achieving {gpu_tflops:g} TFLOP/s (given), overheads of the gpu entry"}
+    known = machines(config, gpu_tflops)
     rows, seen = [], set()
     for group, runs in groups.items():
         by_bench: dict[str, list] = {}
@@ -275,11 +276,7 @@ def write_cost(config: dict, groups: dict, run_config, out: str | None, source: 
     from .fileio import atomic_write_text
 
     rows = config_cost(config, groups, run_config, gpu_tflops=gpu_tflops)
-    known = machines(config)
-    if gpu_tflops is not None:
-        known["gpu"] = {**known["gpu"], "label": f"a GPU achieving {gpu_tflops:g} TFLOP/s (given), "
-                                                 f"overheads of the gpu entry"}
-    table = cost_table(rows, known)
+    table = cost_table(rows, machines(config, gpu_tflops))
     if out:
         title = (f"# What {source} costs\n\nPredicted before running (stabgap.cost): FLOPs from the networks' "
                  f"shapes, hours = FLOPs / rate + overheads; a run shared by groups counts once.\n\n")
