@@ -14,7 +14,8 @@ import tempfile
 import torch
 
 from stabgap.config import load_config, run_config
-from stabgap.datasets import build_canonical, load_canonical
+from stabgap.data import build_canonical
+from stabgap.data.canonical import load_canonical
 from stabgap.metrics import run_metrics
 from stabgap.methods import resolve_method
 from stabgap.runfiles import run_settings

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from stabgap.config import load_config, run_config
-from stabgap.datasets import build_canonical, load_canonical
+from stabgap.data import build_canonical
+from stabgap.data.canonical import load_canonical
 from stabgap.methods import METHODS, resolve_method
 from stabgap.streams import build_stream, build_stream_file
 from stabgap.runfiles import save_checkpoint

@@ -1,4 +1,4 @@
-"""Tests for the RGB sources of stabgap.datasets: CIFAR-10/100 (python-version pickles, as tar.gz or
+"""Tests for the RGB sources of stabgap.data: CIFAR-10/100 (python-version pickles, as tar.gz or
 extracted), mini-ImageNet (learn2learn cache pickles) and the canonical file's extra label arrays.
 
 Every test writes small files in the real on-disk formats itself; downloads go to a real HTTP server
@@ -6,6 +6,7 @@ on 127.0.0.1."""
 
 import dataclasses
 import hashlib
+import os
 import pickle
 import tarfile
 import time
@@ -17,21 +18,18 @@ import pytest
 import torch
 
 from conftest import closed_port_url, leftovers  # shared test helpers
-from stabgap import datasets
-from stabgap.datasets import (
-    CIFAR_HOME,
-    MINIIMAGENET_FILES,
-    DataError,
-    build_canonical,
-    cifar_from_pickles,
-    load_canonical,
-    md5_file,
-    miniimagenet_from_cache,
-    save_canonical,
-    sha256_file,
-)
+from stabgap import data as datasets  # the registry
+from stabgap.data import DataError, build_canonical, cifar, download
+from stabgap.data.canonical import load_canonical, save_canonical
+from stabgap.data.cifar import CIFAR_HOME, cifar_from_pickles
+from stabgap.data.miniimagenet import MINIIMAGENET_FILES, miniimagenet_from_cache
+from stabgap.fileio import sha256_file
 
-REAL_DATA = Path("/work/shared/data")
+md5_file = download.md5_of
+# real data staged on this machine, if any: $STABGAP_DATA_ROOT/<dataset> (the workflow's layout);
+# STABGAP_TEST_MD5=0 for a look-alike copy that cannot match the published md5
+REAL_DATA = Path(os.environ.get("STABGAP_DATA_ROOT", "/nonexistent"))
+REAL_MD5 = os.environ.get("STABGAP_TEST_MD5", "1") != "0"
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -107,9 +105,9 @@ def hwc(rows):
 
 def with_md5(monkeypatch, variant, archive_md5=None, file_md5=None):
     """Make the builders check against md5 values of the test's own files."""
-    layout = datasets.CIFAR_LAYOUTS[variant]
+    layout = cifar.CIFAR_LAYOUTS[variant]
     changes = {k: v for k, v in (("archive_md5", archive_md5), ("file_md5", file_md5)) if v is not None}
-    monkeypatch.setitem(datasets.CIFAR_LAYOUTS, variant, dataclasses.replace(layout, **changes))
+    monkeypatch.setitem(cifar.CIFAR_LAYOUTS, variant, dataclasses.replace(layout, **changes))
 
 
 # -----------------------------------------------------------------------------
@@ -297,22 +295,22 @@ def test_cifar_download_then_build_and_no_redownload(tmp_path, server, monkeypat
     source_dir = tmp_path / "raw" / "cifar10"
     out = tmp_path / "canonical" / "cifar10.pt"
     manifest = build_canonical("cifar10", out, source_dir=source_dir, download=True, mirrors=[server.url], timeout=5)
-    assert server.requests == ["/files/cifar-10-python.tar.gz"]
+    assert server.requests == ["/files/cifar-10-python.tar.gz"] * 2  # torchvision's redirect probe, then the download
     assert (source_dir / "cifar-10-python.tar.gz").read_bytes() == archive_bytes and leftovers(source_dir) == []
     assert manifest["train"]["images_shape"] == [20, 32, 32, 3] and manifest["test"]["images_shape"] == [6, 32, 32, 3]
     assert manifest["meta"]["class_names"] == CIFAR10_NAMES
     np.testing.assert_array_equal(load_canonical(out).train_x.numpy(), hwc(c.train_rows))
 
     build_canonical("cifar10", out, source_dir=source_dir, download=True, mirrors=[server.url], timeout=5)
-    assert len(server.requests) == 1  # staged already: no new request
+    assert len(server.requests) == 2  # staged already: no new request
 
 
 def test_cifar_download_with_wrong_md5_leaves_nothing(tmp_path, server):
     server.files["cifar-100-python.tar.gz"] = b"not the archive"
     with pytest.raises(DataError) as e:
-        datasets.download_cifar(tmp_path, "cifar100", mirrors=[server.url], timeout=5)
+        cifar.download_cifar(tmp_path, "cifar100", mirrors=[server.url], timeout=5)
     msg = str(e.value)
-    assert "md5 mismatch" in msg and datasets.CIFAR_LAYOUTS["cifar100"].archive_md5 in msg
+    assert "md5 mismatch" in msg and cifar.CIFAR_LAYOUTS["cifar100"].archive_md5 in msg
     assert list(tmp_path.iterdir()) == []  # neither the archive nor a .part
 
 
@@ -334,9 +332,9 @@ def test_cifar_download_offline_fails_fast_naming_the_folder(tmp_path, monkeypat
 @pytest.mark.parametrize("variant, n_train, coarse", [("cifar10", 50000, False), ("cifar100", 50000, True)])
 def test_real_cifar_staged_copy(variant, n_train, coarse):
     folder = REAL_DATA / variant
-    if not (folder.is_dir() and datasets.cifar_is_staged(folder, variant)):
+    if not (folder.is_dir() and cifar.cifar_is_staged(folder, variant)):
         pytest.skip(f"real {variant} not staged at {folder}")
-    data = cifar_from_pickles(folder, variant)
+    data = cifar_from_pickles(folder, variant, check_md5=REAL_MD5)
     assert data.train_x.shape == (n_train, 32, 32, 3) and data.test_x.shape == (10000, 32, 32, 3)
     assert ("train_coarse" in data.extra) == coarse
 
@@ -489,7 +487,7 @@ def test_miniimagenet_missing_files_never_downloaded(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("mini-ImageNet must never be downloaded")
 
-    monkeypatch.setattr(datasets.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
     make_mini(tmp_path / "src")
     folder = tmp_path / "miniimagenet"
     folder.mkdir()

@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from stabgap.config import ConfigError, load_config, run_config
-from stabgap.datasets import DataError, build_canonical, load_canonical
+from stabgap.data import DataError, build_canonical
+from stabgap.data.canonical import load_canonical
 from stabgap.streams import build_stream_file, load_stream
 from stabgap.train import RunSettings, Trainer, make_trainer
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stabgap.datasets import CanonicalData
+from stabgap.data.canonical import CanonicalData
 from stabgap.streams import build_stream, get_benchmark
 
 

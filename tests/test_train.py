@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stabgap.datasets import build_canonical, load_canonical
+from stabgap.data import build_canonical
+from stabgap.data.canonical import load_canonical
 from stabgap.metrics import run_metrics
 from stabgap.streams import build_stream
 from stabgap.train import RunSettings, make_trainer

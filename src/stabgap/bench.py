@@ -110,7 +110,7 @@ def conv_gflops(image_size: int, num_classes: int, train_batch: int, eval_batch:
 def synthetic_canonical(builder: str):
     """A canonical dataset of random uint8 images in the shape of `builder`'s, 100 images per class
     (test: 20), labels in order; only for timing (marked 'synthetic' in the row)."""
-    from .datasets import CanonicalData
+    from .data.canonical import CanonicalData
 
     shape, classes = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
                       "miniimagenet": ((84, 84, 3), 100)}[builder]
@@ -130,7 +130,8 @@ def synthetic_canonical(builder: str):
 
 def load_data(benchmark: str, config: dict, data_root: str | None):
     """(canonical data, 'real' or 'synthetic') for a benchmark of the config."""
-    from .datasets import build_canonical, load_canonical
+    from .data import build_canonical
+    from .data.canonical import load_canonical
 
     builder = config["datasets"][config["benchmarks"][benchmark]["dataset"]]["builder"]
     folder = {"mnist": "mnist", "cifar10": "cifar10"}.get(builder)

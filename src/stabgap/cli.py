@@ -23,7 +23,7 @@ def cmd_data(a) -> None:
     import os
 
     from .config import DATA_ROOT_ENV
-    from .datasets import build_canonical
+    from .data import build_canonical
 
     source_dir = a.source_dir
     if source_dir is None:
@@ -112,7 +112,7 @@ def cmd_sweep_table(a) -> None:
 def cmd_run(a) -> None:
     """One benchmark × method × seed outside Snakemake, building its data and stream if missing."""
     from .config import data_root, load_config, run_config
-    from .datasets import build_canonical
+    from .data import build_canonical
     from .streams import build_stream_file
     from .runfiles import train_and_save
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
 import os
 from pathlib import Path
@@ -60,7 +59,7 @@ def validate_schema(config: dict, schema_path: Path = SCHEMA) -> None:
 
 def check_config(config: dict) -> None:
     """What a schema cannot say: names must exist in the registries, references must resolve."""
-    from .datasets import DATASETS
+    from .data import DATASETS, builder_options
     from .methods import resolve_method
     from .streams import BENCHMARKS
 
@@ -77,7 +76,7 @@ def check_config(config: dict) -> None:
         if ds["builder"] not in DATASETS:
             raise ConfigError(f"datasets.{name}.builder: unknown builder {ds['builder']!r}; "
                               f"known: {', '.join(DATASETS)}")
-        accepted = [p for p in inspect.signature(DATASETS[ds["builder"]]).parameters if p != "source_dir"]
+        accepted = builder_options(ds["builder"])
         for key in ds:
             if key != "builder" and key not in accepted:
                 raise ConfigError(f"datasets.{name}.{key}: not an option of the {ds['builder']!r} builder; "
@@ -120,7 +119,7 @@ def check_config(config: dict) -> None:
 def missing_raw_data(config: dict, results: str, names=None) -> list[str]:
     """For each dataset (of `names`, default all) whose canonical file is not built yet and whose
     raw files cannot be downloaded: what is missing, and where to put it."""
-    from .datasets import missing_raw_files
+    from .data import missing_raw_files
 
     out = []
     for name, ds in config["datasets"].items():

@@ -18,11 +18,6 @@ def sha256_file(path, chunk_size=1 << 20):
     return _hash_file(path, hashlib.sha256(), chunk_size)
 
 
-def md5_file(path, chunk_size=1 << 20):
-    """md5 hex digest of a file (only for checking downloads against published md5 sums)."""
-    return _hash_file(path, hashlib.md5(), chunk_size)
-
-
 def _hash_file(path, h, chunk_size):
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):

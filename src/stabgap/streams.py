@@ -24,7 +24,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .datasets import CanonicalData, DataError, load_canonical
+from .data import DataError
+from .data.canonical import CanonicalData, load_canonical
 from .fileio import atomic_write_bytes
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)

@@ -1,0 +1,77 @@
+"""What every data source shares (no torch): the error type, what a builder returns, the registry
+entry of a source, and the checks that run before any file is parsed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+class DataError(Exception):
+    """A data file is missing, malformed, corrupted or could not be fetched. The message says what to do."""
+
+
+@dataclass
+class RawDataset:
+    """What a dataset builder returns: numpy arrays straight from the source files, ready for
+    canonical.save_canonical (uint8 images N×H×W or N×H×W×3, int64 labels)."""
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    sources: list  # paths of the raw files the data came from (their sha256 goes into the manifest)
+    meta: dict  # plain JSON values; "num_classes" at least
+    extra: dict = field(default_factory=dict)  # further label arrays, see canonical.CanonicalData.extra
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset builder's registry entry: what planning needs to know without reading any data.
+
+    build(source_dir, **options) -> RawDataset; its keyword arguments are the options a config's
+    `datasets:` entry may set. missing(source_dir, **options) -> one line per raw file that is not
+    there and will not be downloaded. test_per_class(options) -> test images per class (the cost
+    model counts evaluation work with it)."""
+    name: str
+    image: tuple[int, int, int]  # C×H×W
+    num_classes: int
+    build: Callable[..., RawDataset]
+    missing: Callable[..., list[str]]
+    test_per_class: Callable[[dict], list[int]]
+    description: str = ""
+
+
+def describe(value) -> str:
+    """Short description of a value for error messages: type, and dtype/shape for arrays."""
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of length {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def check_leading_bytes(path, magic: bytes, kind: str, fix: str) -> None:
+    """DataError unless file `path` starts with `magic`; says what the file looks like instead.
+
+    kind: what the file should be ("gzip file", "pickle"); fix: what the user should do."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(magic):
+        return
+    if not head:
+        looks = "it is empty"
+    elif head.lstrip()[:1] == b"<":
+        looks = ("it starts with '<' like an HTML page: probably an error or login page saved under "
+                 "the data file's name")
+    else:
+        looks = f"it starts with {head[:16]!r}"
+    raise DataError(f"{path} is not a {kind} ({looks}). {fix}")
+
+
+def require_source_dir(name: str, source_dir, holds: str) -> Path:
+    if source_dir is None:
+        raise DataError(f"dataset {name!r} needs source_dir: the folder that holds {holds}")
+    return Path(source_dir)
