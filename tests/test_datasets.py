@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import closed_port_url, leftovers  # shared test helpers
+
 from stabgap.data import DataError, build_canonical, mnist
 from stabgap.data.canonical import load_canonical, manifest_path, save_canonical
 from stabgap.data.mnist import download_mnist, mnist_from_idx, read_idx

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from conftest import closed_port_url, leftovers  # shared test helpers
+
 from stabgap import data as datasets  # the registry
 from stabgap.data import DataError, build_canonical, cifar, download
 from stabgap.data.canonical import load_canonical, save_canonical

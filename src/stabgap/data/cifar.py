@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, RawDataset, Source, check_leading_bytes, describe, require_source_dir
+from .base import (
+    DataError,
+    RawDataset,
+    Source,
+    check_leading_bytes,
+    describe,
+    require_source_dir,
+)
 from .download import check_gzip_stream, download_file, extracted, verify_md5
 from .pickles import unpickle
 

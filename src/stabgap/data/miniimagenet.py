@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_write_text, sha256_file
-from .base import DataError, RawDataset, Source, check_leading_bytes, describe, require_source_dir
+from .base import (
+    DataError,
+    RawDataset,
+    Source,
+    check_leading_bytes,
+    describe,
+    require_source_dir,
+)
 from .pickles import unpickle
 
 log = logging.getLogger(__name__)
