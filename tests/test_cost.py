@@ -8,6 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stabgap import cost
+from stabgap.data.mnist import MNIST_TEST_PER_CLASS
 from stabgap.gain import GainControl
 from stabgap.nets import build_net
 
@@ -42,17 +43,17 @@ def run(**kw):
 def test_iteration_flops_follow_the_evaluation_schedule():
     fwd = cost.forward_flops("resnet18_slim", 10, (3, 32, 32))
     tr = cost.train_flops("resnet18_slim", 10, (3, 32, 32)) * 2
-    got = cost.iteration_flops(run(), [10, 20])
+    got = cost.iteration_flops(run(), [10, 20], (3, 32, 32))
     # evaluated at 2, 4 (context 1: task 1), 6, 8 (context 2: tasks 1 and 2)
     assert got == [tr, tr + 10 * fwd, tr, tr + 10 * fwd, tr, tr + 30 * fwd, tr, tr + 30 * fwd]
-    aug = cost.iteration_flops(run(test_augment=True), [10, 20])  # k pooled passes in context k
+    aug = cost.iteration_flops(run(test_augment=True), [10, 20], (3, 32, 32))  # k pooled passes in context k
     assert aug[7] == tr + 2 * 30 * fwd and aug[3] == tr + 10 * fwd
-    sub = cost.iteration_flops(run(eval_subset=5), [10, 20])
+    sub = cost.iteration_flops(run(eval_subset=5), [10, 20], (3, 32, 32))
     assert sub[7] == tr + 10 * fwd
 
 
 def test_stream_test_sizes_from_the_config():
-    assert cost.stream_test_sizes("split_mnist", {"classes": [[0, 1], [2, 3]]}, list(cost.MNIST_TEST_PER_CLASS)) \
+    assert cost.stream_test_sizes("split_mnist", {"classes": [[0, 1], [2, 3]]}, list(MNIST_TEST_PER_CLASS)) \
         == [2115, 2042]
     assert cost.stream_test_sizes("rotated_mnist", {"angles": [0, 80]}, [1000] * 10) == [10000, 10000]
     assert cost.stream_test_sizes("domain_cifar100_v2", {"n_contexts": 3}, [100] * 100) == [2000] * 3
@@ -68,7 +69,7 @@ def test_prediction_adds_rate_and_overheads():
 
 
 def test_measured_cpu_rates_predict_the_harness_rows_within_30_percent():
-    """The rows of bench/NOTES.md, *Cost model* (1 thread): the two held out of the fit."""
+    """The rows of speed/NOTES.md, *Cost model* (1 thread): the two held out of the fit."""
     cpu = cost.DEFAULT_MACHINES["cpu"]
     rotated = {"network": "mlp", "iterations": 200, "evaluations": 200,
                "train_flops": 200 * 128 * cost.train_flops("mlp", 10, (1, 28, 28)), "eval_flops": 0.0}

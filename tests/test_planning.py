@@ -1,9 +1,12 @@
-"""Batch planning (planning.py): which runs share a training job, without torch."""
+"""Planning (planning.py): which runs share a training job, job groups, target lists, the runs
+each figure reads; all from the config, without torch."""
 
 import subprocess
 import sys
 
 from stabgap.config import experiment_runs, run_config, validate_schema
+from stabgap import planning
+from stabgap.benchmarks import BENCHMARKS
 from stabgap.planning import train_batches
 
 
@@ -60,7 +63,54 @@ def test_a_run_shared_by_groups_is_planned_once():
     assert len(members) == len(set(members)) == 9  # 6 main + 3 adam; the compared ngm runs once
 
 
+def test_a_benchmark_that_cannot_batch_keeps_one_job_per_run(monkeypatch):
+    import dataclasses
+
+    monkeypatch.setitem(BENCHMARKS, "split_cifar10", dataclasses.replace(BENCHMARKS["split_cifar10"], batchable=False))
+    cfg = config(4)
+    assert {b for b, _, _ in train_batches(cfg, experiment_runs(cfg))} == {"split_mnist"}
+
+
+def test_job_groups_and_gpu_requests_follow_the_network():
+    cfg = config(1)
+    assert planning.job_group("split_mnist", "ngm_1") == planning.job_group("split_mnist", "batch3") == "mlp_runs"
+    assert planning.job_group("split_cifar10", "ngm_1") == "gpu_split_cifar10_ngm_1"
+    assert planning.uses_gpu(cfg, "split_cifar10") == 1 and planning.uses_gpu(cfg, "split_mnist") == 0
+    cfg["compute"]["device"] = "cpu"
+    assert planning.uses_gpu(cfg, "split_cifar10") == 0
+
+
+def test_targets_and_figure_runs_follow_the_config():
+    cfg = config(1, figures={"class_incremental": ["split_mnist"], "domain_incremental": []})
+    groups = experiment_runs(cfg)
+    figures = planning.figure_targets(cfg, groups)
+    assert "results/figures/fig2_class_incremental.pdf" in figures
+    assert not any("fig3_" in f for f in figures)  # no domain-incremental benchmark asked for
+    assert "results/figures/fig4_gain_readout.png" in figures and not any("fig7" in f for f in figures)
+    # the gain readout reads the runs of the methods whose gain moves (NGM-SGD), nothing else
+    assert planning.figure_runs(cfg, groups, "gain_readout") == [
+        f"results/runs/{b}/ngm/seed{s}" for b in ("split_mnist", "split_cifar10") for s in (1, 2, 3)]
+    assert len(planning.figure_runs(cfg, groups, "seen_tasks")) == 12
+    tables = planning.table_targets(cfg, groups)
+    assert len(tables) == 24 and "results/tables/table1_task1_v1.tex" in tables
+    no_ngm = config(1, methods={"sgd": {}})
+    assert not any("fig4" in f for f in planning.figure_targets(no_ngm, experiment_runs(no_ngm)))
+
+
 def test_planning_imports_no_torch():
-    code = "import sys, stabgap.planning, stabgap.cost; print('torch' in sys.modules)"
+    code = ("import sys, stabgap.planning, stabgap.cost, stabgap.config, stabgap.data, stabgap.tables; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_benchmark_refuses_a_dataset_it_cannot_be_cut_from():
+    import pytest
+
+    from stabgap.config import ConfigError, check_config
+
+    cfg = config(1)
+    cfg["benchmarks"]["split_cifar10"]["dataset"] = "mnist5k"
+    with pytest.raises(ConfigError, match=r"benchmarks.split_cifar10.dataset: 'mnist5k' is built by 'mnist5k', "
+                                          r"but split_cifar10 is cut from cifar10 data"):
+        check_config(cfg)

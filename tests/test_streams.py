@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from stabgap.data.canonical import CanonicalData
-from stabgap.streams import build_stream, get_benchmark
+from stabgap.benchmarks import get_benchmark
+from stabgap.streams import build_stream
 
 
 def canonical(n_classes, per_class_train, per_class_test, size=32, coarse=None, name="synthetic"):

@@ -173,13 +173,14 @@ CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available
 def test_resnet_training_path_on_a_small_rgb_stream(test_augment, device):
     """The slim ResNet-18 path (NCHW layout, per-channel normalisation, augmentation, BatchNorm,
     NGM-SGD's backbone/head split) on random RGB images: a code-path test, not a benchmark."""
-    from stabgap.streams import BENCHMARKS, Benchmark, Stream, register
+    from stabgap.benchmarks import BENCHMARKS, Benchmark, register
+    from stabgap.streams import Stream
 
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True  # as train_runs sets
 
     if "test_rgb" not in BENCHMARKS:
         register(Benchmark("test_rgb", "class-incremental", "resnet18_slim", 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
-                           contexts=None, augment="cifar"))
+                           contexts=None, test_sizes=None, augment="cifar"))
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (64, 32, 32, 3), generator=g, dtype=torch.uint8)
     y = torch.arange(64) % 4

@@ -26,16 +26,29 @@ TINY = {
     "methods": {"sgd": {"lr": 0.01}, "ngm": {"lr": 0.01, "gamma": 0.9}},
     "seeds": [1, 2],
     "figures": {"class_incremental": ["split_mnist"], "domain_incremental": ["permuted_mnist"]},
-    "ablations": {"benchmarks": ["split_mnist"], "compare_with": ["ngm"], "methods": {"adam_reset": {"lr": 0.01}},
-                  "seeds": [1]},
+    # sgd_half: a method registered by a plugin module (PLUGIN below), not by the package
+    "plugins": ["tiny_plugin"],
+    "ablations": {"benchmarks": ["split_mnist"], "compare_with": ["ngm"],
+                  "methods": {"adam_reset": {"lr": 0.01}, "sgd_half": {}}, "seeds": [1]},
     # lr 1e6 makes plain SGD diverge: recorded as such, and the workflow goes on
     "lr_sweep": {"benchmarks": ["permuted_mnist"], "methods": ["sgd", "ngm"], "lr": [0.01, 1000000.0], "seeds": [1]},
 }
 
 
-def snakemake(workdir, *args, check=True):
-    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+# A new method is one entry: registered in a module of the user's (importable, here from the work
+# folder), named under the config's plugins:, given its settings in the config.
+PLUGIN = """
+from stabgap.methods import Method, register
+
+register(Method("sgd_half", "plain SGD at half the usual learning rate", lr=0.005, label="SGD/2", colour="purple"))
+"""
+
+
+def snakemake(workdir, *args, check=True, python=SNAKEMAKE[:1]):
+    (Path(workdir) / "tiny_plugin.py").write_text(PLUGIN)
+    cmd = python + SNAKEMAKE[1:] + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(workdir), os.environ.get("PYTHONPATH")])))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     if check and out.returncode != 0:
         raise AssertionError(f"snakemake failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
     return out
@@ -77,7 +90,7 @@ def test_every_stage_produces_its_outputs(tiny_run):
                 summary = json.loads((run / "summary.json").read_text())
                 assert summary["seed"] == seed and summary["method"] == method and summary["run"]["threads"] == 1
                 assert (res / "logs" / "train" / bench / method / f"seed{seed}.log").exists()
-                assert (res / "benchmarks" / "train" / bench / method / f"seed{seed}.tsv").exists()
+                assert (res / "jobtimes" / "train" / bench / method / f"seed{seed}.tsv").exists()
     for fig in ("fig1_toy", "fig2_class_incremental", "fig3_domain_incremental", "fig4_gain_readout",
                 "fig5_train_accuracy", "fig6_seen_tasks", "fig7a_ablations", "fig7b_lr_sweep"):
         png = (res / "figures" / f"{fig}.png").read_bytes()
@@ -120,7 +133,11 @@ def test_tables_agree_with_per_run_metrics(tiny_run):
     runs = json.loads((res / "tables" / "manifest.json").read_text())["runs"]
     assert len(runs) == 8
     ablations = pd.read_csv(res / "tables" / "ablations" / "table1_seen.csv")
-    assert set(ablations.method) == {"ngm", "adam_reset"}
+    assert set(ablations.method) == {"ngm", "adam_reset", "sgd_half"}
+    # the plugin's method trained with its registered defaults, and is shown with its registered label
+    summary = json.loads((res / "runs" / "split_mnist" / "sgd_half" / "seed1" / "summary.json").read_text())
+    assert summary["resolved_method"]["lr"] == 0.005 and summary["resolved_method"]["optimizer"] == "sgd"
+    assert "SGD/2" in (res / "tables" / "ablations" / "table1_seen.md").read_text()
 
 
 def test_diverged_runs_are_recorded_and_counted(tiny_run):
@@ -161,7 +178,11 @@ def test_changing_one_learning_rate_reruns_only_that_method(tiny_run, tmp_path):
 
 
 def test_full_config_plans_completely(tmp_path):
-    out = snakemake(REPO, "-n", "--config", f"results={tmp_path}/full")
+    # -X importtime lists every module the process imports: planning the full config imports no torch
+    out = snakemake(REPO, "-n", "--config", f"results={tmp_path}/full", python=[sys.executable, "-X", "importtime"])
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "stabgap.planning" in imported and "stabgap.config" in imported
+    assert not {m for m in imported if m == "torch" or m.startswith(("torch.", "torchvision"))}
     jobs = planned(out.stdout)
     # every benchmark of SPEC §5 × 4 methods × 5 seeds, the ablations' 4 variants on 3 benchmarks and
     # the sweep's 4 methods × 4 learning rates on Split CIFAR-10
@@ -207,13 +228,46 @@ def test_bad_config_stops_before_any_job(tmp_path):
 
 def test_cli_run_outside_snakemake(tmp_path):
     cfg = write_config(tmp_path / "tiny.yaml", dict(TINY, results=str(tmp_path / "res")))
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN)  # the config names it; run from its folder
     out = subprocess.run([sys.executable, "-m", "stabgap", "run", "--config", str(cfg), "--benchmark",
                           "split_mnist", "--method", "ngm", "--seed", "3"], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=300, env=dict(os.environ))
+                         cwd=tmp_path, timeout=300, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
     assert out.returncode == 0, out.stderr
     log_path = tmp_path / "res" / "runs" / "split_mnist" / "ngm" / "seed3" / "log.parquet"
     assert f"log: {log_path}" in out.stdout
     assert pd.read_parquet(log_path).iteration.max() == 12
+
+
+def test_plain_install_runs_from_any_folder(tmp_path):
+    """`pip install .` (not editable) into a fresh target, then `python -m stabgap run` from an
+    unrelated folder: the schema comes with the package, and provenance says it is not a checkout."""
+    import shutil
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    target = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                          "--target", str(target), str(source)], capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr
+    assert (target / "stabgap" / "schemas" / "config.schema.yaml").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cfg = dict(TINY, results=str(elsewhere / "res"), seeds=[1], plugins=[])
+    cfg = {k: v for k, v in cfg.items() if k not in ("ablations", "lr_sweep")}
+    write_config(elsewhere / "tiny.yaml", cfg)
+    env = dict(os.environ, PYTHONPATH=str(target))  # the installed copy, not this checkout
+    where = subprocess.run([sys.executable, "-c", "import stabgap; print(stabgap.__file__)"], capture_output=True,
+                           text=True, cwd=elsewhere, env=env, check=True).stdout.strip()
+    assert Path(where).is_relative_to(target)
+    out = subprocess.run([sys.executable, "-m", "stabgap", "run", "--config", "tiny.yaml", "--benchmark", "split_mnist",
+                          "--method", "sgd", "--seed", "1"], capture_output=True, text=True, cwd=elsewhere, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((elsewhere / "res" / "runs" / "split_mnist" / "sgd" / "seed1" / "summary.json").read_text())
+    assert summary["git_commit"] == "not a checkout" and summary["git_dirty"] is None
 
 
 def test_lint_and_format_are_clean():
@@ -309,14 +363,14 @@ def test_multi_run_batching_writes_the_same_files_per_run(tiny_run, tmp_path):
     batched["compute"] = {"batch_runs": 3}
     cfg = write_config(tmp_path / "batched.yaml", batched)
     plan = planned(snakemake(tmp_path, "--configfile", str(cfg), "-n").stdout)
-    assert "train" not in plan and plan["metrics"] == 13
-    # Split MNIST: 4 main runs + 1 ablation run; Permuted MNIST: 4 main + 4 sweep runs (by 3)
+    assert "train" not in plan and plan["metrics"] == 14
+    # Split MNIST: 4 main runs + 2 ablation runs; Permuted MNIST: 4 main + 4 sweep runs (by 3)
     assert sorted(k for k in plan if k.startswith("train_")) == [
         "train_permuted_mnist_batch0", "train_permuted_mnist_batch1", "train_permuted_mnist_batch2",
         "train_split_mnist_batch0", "train_split_mnist_batch1"]
     snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2")
     logs = sorted((work / "results" / "runs").rglob("log.parquet"))
-    assert len(logs) == 13
+    assert len(logs) == 14
     for ref in logs:
         got = tmp_path / ref.relative_to(work)
         assert got.read_bytes() == ref.read_bytes(), f"{got} differs from the one-job-per-run file"

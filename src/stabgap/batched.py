@@ -12,7 +12,7 @@ statistics, and, in train.py, its optimizer state, sampler and augmentation stre
   runs at the same thread count (tests/test_batched.py).
 - `BatchedResNet`: the R backbones stay R modules (each its own convolutions and BatchNorm), run one
   after another; the gain-modulated heads are stacked as in the MLP. Why not one grouped
-  convolution or torch.func.vmap for all R backbones: bench/NOTES.md (measured); the loop is also
+  convolution or torch.func.vmap for all R backbones: speed/NOTES.md (measured); the loop is also
   bitwise equal to separate runs on the CPU.
 """
 

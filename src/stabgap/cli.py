@@ -249,6 +249,9 @@ def main(argv=None) -> None:
 
     args = p.parse_args(argv)
     try:
+        from .config import load_plugins_from_env
+
+        load_plugins_from_env()  # the config's plugins: their methods and benchmarks, registered
         args.func(args)
     except Exception as err:  # one clear line for the user, the traceback in the log above it
         import traceback

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import json
 import os
 from pathlib import Path
 
 import yaml
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data
 DATA_ROOT_ENV = "STABGAP_DATA_ROOT"
+PLUGINS_ENV = "STABGAP_PLUGINS"  # the config's plugins, comma-separated, for every job (common.smk)
 
 
 class ConfigError(ValueError):
@@ -57,11 +59,27 @@ def validate_schema(config: dict, schema_path: Path = SCHEMA) -> None:
         raise ConfigError("invalid config:\n" + "\n".join(lines))
 
 
+def load_plugins(names) -> None:
+    """Import the plugin modules a config names (each registers methods, benchmarks or datasets)."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(f"plugins: cannot import {name!r} ({err}); put the folder that holds it on "
+                              f"PYTHONPATH, or remove it from plugins:") from None
+
+
+def load_plugins_from_env() -> None:
+    """In a job: import the plugins the workflow exported in $STABGAP_PLUGINS."""
+    load_plugins([n for n in os.environ.get(PLUGINS_ENV, "").split(",") if n])
+
+
 def check_config(config: dict) -> None:
     """What a schema cannot say: names must exist in the registries, references must resolve."""
+    load_plugins(config.get("plugins", []))
     from .data import DATASETS, builder_options
     from .methods import resolve_method
-    from .streams import BENCHMARKS
+    from .benchmarks import BENCHMARKS
 
     for name, bench in config["benchmarks"].items():
         if name not in BENCHMARKS:
@@ -72,6 +90,10 @@ def check_config(config: dict) -> None:
         if bench["dataset"] not in config["datasets"]:
             raise ConfigError(f"benchmarks.{name}.dataset: {bench['dataset']!r} is not defined under "
                               f"datasets: (defined: {', '.join(config['datasets'])})")
+        builder = config["datasets"][bench["dataset"]].get("builder")
+        if BENCHMARKS[name].data and builder not in BENCHMARKS[name].data:
+            raise ConfigError(f"benchmarks.{name}.dataset: {bench['dataset']!r} is built by {builder!r}, but {name} "
+                              f"is cut from {' or '.join(BENCHMARKS[name].data)} data")
     for name, ds in config["datasets"].items():
         if ds["builder"] not in DATASETS:
             raise ConfigError(f"datasets.{name}.builder: unknown builder {ds['builder']!r}; "
@@ -101,7 +123,7 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"{where}: method {m!r} is not under methods: ({', '.join(config['methods'])})")
 
 
-    from .cost import NETWORK, machines
+    from .cost import machines
 
     known = machines(config)
     if config["cost"]["runtime_machine"] not in known:
@@ -109,7 +131,7 @@ def check_config(config: dict) -> None:
                           f"model; known: {', '.join(known)} (add it under cost.machines)")
     for name, m in known.items():
         for key in ("rate_gflops", "per_iteration_s", "per_evaluation_s"):
-            for net in sorted({n for n, _ in NETWORK.values()} - set(m.get(key, {}))):
+            for net in sorted({b.net for b in BENCHMARKS.values()} - set(m.get(key, {}))):
                 raise ConfigError(f"cost.machines.{name}.{key}: no value for network {net!r}")
         for key in ("rate_gflops", "eval_rate_gflops"):
             if not all(v > 0 for v in m.get(key, {}).values()):

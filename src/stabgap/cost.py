@@ -12,7 +12,7 @@ test image of every seen task (k passes under the v1 test augmentation; a subset
 Time = training FLOPs ÷ training rate + evaluation FLOPs ÷ evaluation rate + per-iteration and
 per-evaluation overheads + one job start-up, the rates and
 overheads per network and machine being settings (`cost.machines` in the config, measured with
-`python -m stabgap.bench`; bench/NOTES.md). The overhead terms make launch-bound runs predictable.
+`python -m stabgap.speed`; speed/NOTES.md). The overhead terms make launch-bound runs predictable.
 """
 
 from __future__ import annotations
@@ -69,58 +69,38 @@ def train_flops(net: str, num_classes: int, image: tuple[int, int, int]) -> int:
 
 
 # ---------------------------------------------------------------- what a benchmark's stream holds
-# The shapes planning needs without reading any data: the network, the classes, the image, and the
-# test images per task (the dataset's per-class test counts). The torch-side registry is streams.py.
+# The shapes planning needs without reading any data come from the registries: the network and
+# classes from the benchmark's entry (benchmarks.py), the image and the per-class test counts from
+# the dataset's (data/), the test images per task from the benchmark's `test_sizes`.
 
-NETWORK = {  # benchmark -> (network, output classes)
-    "split_mnist": ("mlp", 10), "permuted_mnist": ("mlp", 10), "rotated_mnist": ("mlp", 10),
-    "split_cifar10": ("resnet18_slim", 10), "domain_cifar100_v1": ("resnet18_slim", 100),
-    "domain_cifar100_v2": ("resnet18_slim", 20), "split_miniimagenet": ("resnet18_slim", 100),
-}
-MNIST_TEST_PER_CLASS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+def network(benchmark: str) -> tuple[str, int]:
+    """(network, output classes) of a benchmark."""
+    from .benchmarks import get_benchmark
+
+    bench = get_benchmark(benchmark)
+    return bench.net, bench.num_classes
 
 
 def dataset_facts(dataset: dict) -> tuple[tuple[int, int, int], list[int]]:
     """(image C×H×W, test images per class) of a dataset entry of the config."""
-    builder = dataset["builder"]
-    if builder == "mnist":
-        return (1, 28, 28), list(MNIST_TEST_PER_CLASS)
-    if builder == "mnist5k":
-        return (1, 28, 28), [int(dataset.get("test_per_class", 100))] * 10
-    if builder == "cifar10":
-        return (3, 32, 32), [1000] * 10
-    if builder == "cifar100":
-        return (3, 32, 32), [100] * 100
-    if builder == "miniimagenet":
-        return (3, 84, 84), [100] * 100  # the last 100 images of each class (config.yaml)
-    raise ValueError(f"no cost facts for dataset builder {builder!r}")
+    from .data import get_source
+
+    source = get_source(dataset["builder"])
+    return source.image, source.test_per_class({k: v for k, v in dataset.items() if k != "builder"})
 
 
 def stream_test_sizes(benchmark: str, stream: dict, per_class: list[int]) -> list[int]:
     """Test images per task of a benchmark's stream, from the stream parameters of the config."""
-    total = sum(per_class)
-    if benchmark in ("split_mnist", "split_cifar10"):
-        classes = stream.get("classes", [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]])
-        return [sum(per_class[c] for c in cls) for cls in classes]
-    if benchmark == "permuted_mnist":
-        return [total] * int(stream.get("n_contexts", 3))
-    if benchmark == "rotated_mnist":
-        return [total] * len(stream.get("angles", [0, 80, 160]))
-    if benchmark == "domain_cifar100_v1":
-        return [5 * per_class[0]] * len(stream.get("superclasses", [0, 1, 2]))  # 5 fine classes each
-    if benchmark == "domain_cifar100_v2":
-        return [20 * per_class[0]] * int(stream.get("n_contexts", 3))  # one fine class per superclass
-    if benchmark == "split_miniimagenet":
-        c = int(stream.get("classes_per_context", 10))
-        return [c * per_class[0]] * int(stream.get("n_contexts", 5))
-    raise ValueError(f"no cost facts for benchmark {benchmark!r}")
+    from .benchmarks import get_benchmark
+
+    return get_benchmark(benchmark).test_sizes(stream, per_class)
 
 
 # ---------------------------------------------------------------- machines
 # Rates (GFLOP/s, per training job at its thread count) and overheads per network; the config's
-# `cost.machines` overrides or adds entries. How each number was measured: bench/NOTES.md, *Cost model*.
+# `cost.machines` overrides or adds entries. How each number was measured: speed/NOTES.md, *Cost model*.
 DEFAULT_MACHINES = {
-    "cpu": {  # bench/NOTES.md, *Cost model*: fitted on harness slices at 1 thread, full MNIST and JPEG CIFAR-10
+    "cpu": {  # speed/NOTES.md, *Cost model*: fitted on harness slices at 1 thread, full MNIST and JPEG CIFAR-10
         "label": "this project's CPU machine (2 cores), 1 thread per job (measured)",
         "rate_gflops": {"mlp": 44.2, "resnet18_slim": 31.4},
         "eval_rate_gflops": {"mlp": 44.2, "resnet18_slim": 16.1},
@@ -129,7 +109,7 @@ DEFAULT_MACHINES = {
         "startup_s": 3.0,
     },
     "gpu": {
-        "label": "NVIDIA H200, fp32 (MLP measured; ResNet rate ASSUMED until measured: bench/gpu.sh)",
+        "label": "NVIDIA H200, fp32 (MLP measured; ResNet rate ASSUMED until measured: speed/gpu.sh)",
         "rate_gflops": {"mlp": 9400.0, "resnet18_slim": 20000.0},
         "eval_rate_gflops": {"mlp": 9400.0, "resnet18_slim": 20000.0},
         "per_iteration_s": {"mlp": 0.0023, "resnet18_slim": 0.004},
@@ -164,13 +144,10 @@ def eval_schedule(iters_per_context: int, n_contexts: int, every: int) -> list[i
     return [t for t in range(1, T + 1) if t % every == 0 or t % iters_per_context == 0]
 
 
-def iteration_flops(run: dict, test_sizes: list[int], image: tuple[int, int, int] | None = None) -> list[float]:
+def iteration_flops(run: dict, test_sizes: list[int], image: tuple[int, int, int]) -> list[float]:
     """FLOPs of each iteration of a run (config.run_config) on a stream with these test sizes:
-    training, plus the evaluation at evaluated iterations. `image` defaults to the benchmark's."""
-    net, K = NETWORK[run["benchmark"]]
-    if image is None:
-        image = (1, 28, 28) if net == "mlp" else ((3, 84, 84) if run["benchmark"] == "split_miniimagenet"
-                                                  else (3, 32, 32))
+    training, plus the evaluation at evaluated iterations. `image`: C×H×W."""
+    net, K = network(run["benchmark"])
     I, n = run["iters_per_context"], len(test_sizes)
     sizes = [min(s, run["eval_subset"]) if run.get("eval_subset") else s for s in test_sizes]
     fwd, train = forward_flops(net, K, image), train_flops(net, K, image) * run["batch_size"]
@@ -185,7 +162,7 @@ def iteration_flops(run: dict, test_sizes: list[int], image: tuple[int, int, int
 
 def run_work(run: dict, test_sizes: list[int], image: tuple[int, int, int]) -> dict:
     """A run's FLOPs for training and evaluation, its iterations and evaluations."""
-    net, K = NETWORK[run["benchmark"]]
+    net, K = network(run["benchmark"])
     I, n = run["iters_per_context"], len(test_sizes)
     total = sum(iteration_flops(run, test_sizes, image))
     train = float(train_flops(net, K, image) * run["batch_size"] * I * n)

@@ -1,7 +1,15 @@
-"""Figures of SPEC §7 from finished runs (matplotlib; figures never train).
+"""Figures of SPEC §7 from finished runs (seaborn on matplotlib; figures never train).
 
-Common style: seed-mean line with a ±1 std band (alpha 0.3), x = iteration, vertical lines at every
-context switch with "Task k" under each stage, legend on top, one fixed colour per method.
+One style for every figure, set in one place (`style()`: seaborn's "ticks" theme at "paper" scale
+plus a few rc settings). Each method has one colour, its registry entry's (methods.Method.colour);
+benchmarks are named by their registry titles. Seed bands are seaborn's: the seed-mean line with a
+±1 std band (errorbar="sd", alpha 0.3), x = iteration, vertical lines at every context switch with
+"Task k" under each stage, legend on top.
+
+Plain matplotlib where seaborn does not fit: figure 1 (the toy model: arrays, not a tidy table,
+and three learners drawn from one deterministic run) and figure 4 (error bars of per-context
+means with a least-squares line through those means: seaborn's pointplot and regplot estimate
+their own intervals and fits from the raw points instead).
 """
 
 from __future__ import annotations
@@ -15,17 +23,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
 
-from .tables import METHOD_LABELS, variant_label  # noqa: E402
+from .benchmarks import benchmark_title, get_benchmark  # noqa: E402
+from .methods import method_colour, method_label  # noqa: E402
+from .planning import gain_variants as gain_methods  # noqa: E402
+from .tables import variant_label  # noqa: E402
 
-COLORS = {"adam": "mediumseagreen", "msgd": "royalblue", "ngm": "darkorange", "sgd": "dimgray",
-          "fixed_gain": "goldenrod", "entropy_lr": "crimson", "msgd_reset": "lightsteelblue",
-          "adam_reset": "darkseagreen", "gain_bump": "peru"}
-BENCHMARK_TITLES = {"split_mnist": "Split MNIST", "permuted_mnist": "Permuted MNIST", "rotated_mnist": "Rotated MNIST",
-                    "split_cifar10": "Split CIFAR-10", "domain_cifar100_v1": "Domain CIFAR-100 (v1)",
-                    "domain_cifar100_v2": "Domain CIFAR-100 (v2)", "split_miniimagenet": "Split mini-ImageNet"}
-PLOT_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 9,
-              "axes.spines.top": False, "axes.spines.right": False}
+PLOT_RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 9,
+           "axes.spines.top": False, "axes.spines.right": False}
+
+
+def style() -> dict:
+    """The rc settings of every figure: seaborn's "ticks" theme at "paper" scale, then PLOT_RC."""
+    return {**sns.axes_style("ticks"), **sns.plotting_context("paper"), **PLOT_RC}
+
+
+def colour(variant: str) -> str:
+    """A run variant's colour: its method's (a variant of NGM-SGD is drawn in NGM-SGD's colour)."""
+    return method_colour(variant.split("@")[0])
 
 
 def task1_frame(run_dirs) -> pd.DataFrame:
@@ -54,15 +70,15 @@ def method_label(method: str, df: pd.DataFrame | None = None) -> str:
     return f"{label} ({n_div} diverged)" if n_div else label
 
 
-def _band(ax, df: pd.DataFrame, column: str, method: str, label: str | None = None) -> None:
+def _band(ax, df: pd.DataFrame, column: str, method: str, label: str | None = None, x: str = "iteration",
+          **kwargs) -> None:
+    """Seed-mean line of `column` against `x` with a ±1 std band over seeds (ddof=1; none for one seed)."""
     df = df[~df["diverged"]]
     if df.empty:
         return
-    stats = df.groupby("iteration")[column].agg(["mean", "std"])  # std over seeds (ddof=1)
-    x, m, s = stats.index.to_numpy(), stats["mean"].to_numpy(), stats["std"].fillna(0.0).to_numpy()
-    color = COLORS.get(method.split("@")[0])
-    ax.plot(x, m, color=color, lw=1.0, label=label or variant_label(method))
-    ax.fill_between(x, m - s, m + s, color=color, alpha=0.3, lw=0)
+    kwargs.setdefault("err_kws", {"alpha": 0.3, "linewidth": 0})
+    sns.lineplot(data=df, x=x, y=column, ax=ax, errorbar="sd", color=colour(method), linewidth=1.0,
+                 label=label or variant_label(method), **kwargs)
 
 
 def _context_marks(ax, iters_per_context: int, n_contexts: int, label: bool) -> None:
@@ -80,9 +96,10 @@ def plot_task1_curves(run_dirs, benchmarks: list[str], out_stem: str | Path, tit
     benchmarks = [b for b in benchmarks if b in set(data.benchmark)]
     if not benchmarks:
         raise ValueError(f"none of the runs belongs to the benchmarks asked for ({title})")
+    gain_label = " / ".join(method_label(m.split("@")[0]) for m in gain_methods(dict.fromkeys(data.method))) or "no"
     rows = [("accuracy", "Task-1 accuracy (%)"), ("loss", "Task-1 loss (cross-entropy)"),
-            ("gain", "NGM-SGD output gain")]
-    with plt.rc_context(PLOT_STYLE):
+            ("gain", f"{gain_label} output gain")]
+    with plt.rc_context(style()):
         fig, axes = plt.subplots(len(rows), len(benchmarks), figsize=(max(3.6 * len(benchmarks), 5.0), 7.6), squeeze=False,
                                  sharex="col")
         for c, bench in enumerate(benchmarks):
@@ -93,17 +110,20 @@ def plot_task1_curves(run_dirs, benchmarks: list[str], out_stem: str | Path, tit
             I, n = int(ok.iters_per_context.iloc[0]), int(ok.n_contexts.iloc[0])
             for r, (col, ylabel) in enumerate(rows):
                 ax = axes[r, c]
-                methods = ["ngm"] if col == "gain" else list(dict.fromkeys(sub.method))
+                methods = list(dict.fromkeys(sub.method))
+                methods = gain_methods(methods) if col == "gain" else methods
                 for method in methods:
                     if method in set(sub.method):
                         _band(ax, sub[sub.method == method], col, method, method_label(method, sub))
                 _context_marks(ax, I, n, label=r == len(rows) - 1)
                 if col == "accuracy":
                     ax.set_ylim(-2, 102)  # the ±std band must not stretch the percent axis
-                if c == 0:
-                    ax.set_ylabel(ylabel)
+                ax.set_ylabel(ylabel if c == 0 else "")
+                ax.set_xlabel("")
+                if ax.get_legend():
+                    ax.get_legend().remove()
                 if r == 0:
-                    ax.set_title(BENCHMARK_TITLES.get(bench, bench))
+                    ax.set_title(benchmark_title(bench))
                 ax.set_xlim(0, I * n)
             axes[-1, c].set_xlabel("Training iteration", labelpad=14)
         handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -135,11 +155,12 @@ def plot_toy(out_stem: str | Path, seed: int = 0) -> list[Path]:
     det = deterministic_models(target)
     noisy = noisy_gain_runs(seed=seed)
     steps = np.arange(len(noisy["target"]))
-    with plt.rc_context(PLOT_STYLE):
+    ngm, sgd, msgd, adam = (method_colour(m) for m in ("ngm", "sgd", "msgd", "adam"))
+    with plt.rc_context(style()):
         fig, (a, b, c) = plt.subplots(1, 3, figsize=(11.0, 3.3))
         m, s = noisy["gain"].mean(0), noisy["gain"].std(0)
-        a.plot(steps, m, color=COLORS["ngm"], label="gain g")
-        a.fill_between(steps, m - s, m + s, color=COLORS["ngm"], alpha=0.3, lw=0)
+        a.plot(steps, m, color=ngm, label="gain g")
+        a.fill_between(steps, m - s, m + s, color=ngm, alpha=0.3, lw=0)
         a.axhline(1.0, color="black", ls="--", lw=0.8, label="g0")
         a.axvline(44, color="black", lw=0.6, alpha=0.6)
         a.set(title="A  gain (50 noisy runs)", xlabel="Step", ylabel="Gain")
@@ -148,14 +169,14 @@ def plot_toy(out_stem: str | Path, seed: int = 0) -> list[Path]:
         window = slice(100, 201)
         x = np.arange(len(target))[window]
         b.plot(x, target[window], color="black", lw=0.8, ls=":", label="target")
-        b.plot(x, det["slow"][window], color=COLORS["sgd"], label="slow weight")
-        b.plot(x, det["fast_slow"][window], color=COLORS["msgd"], label="fast + slow")
-        b.plot(x, det["gain"][window], color=COLORS["ngm"], label="gain-modulated")
+        b.plot(x, det["slow"][window], color=sgd, label="slow weight")
+        b.plot(x, det["fast_slow"][window], color=msgd, label="fast + slow")
+        b.plot(x, det["gain"][window], color=ngm, label="gain-modulated")
         b.set(title="B  output after a brief target flip", xlabel="Step", ylabel="Output y")
         b.legend(frameon=False, loc="lower right", fontsize=8)
 
-        for key, color, label in (("slow", COLORS["msgd"], "slow g0·w"), ("fast", COLORS["adam"], "fast (g − g0)·w"),
-                                  ("effective", COLORS["ngm"], "effective g·w")):
+        for key, color, label in (("slow", msgd, "slow g0·w"), ("fast", adam, "fast (g − g0)·w"),
+                                  ("effective", ngm, "effective g·w")):
             m, s = noisy[key].mean(0), noisy[key].std(0)
             c.plot(steps, m, color=color, label=label)
             c.fill_between(steps, m - s, m + s, color=color, alpha=0.3, lw=0)
@@ -181,13 +202,12 @@ def _variant(summary: dict) -> str:
 
 
 def plot_gain_readout(run_dirs, out_stem) -> list[Path]:
-    """Figure 4: NGM-SGD's seed-mean output gain, mean ± std within each context, against the
-    context index, with a dashed least-squares line; class- and domain-incremental panels."""
-    from .streams import get_benchmark
-
+    """Figure 4: the seed-mean output gain of the gain-reading methods (NGM-SGD), mean ± std within
+    each context, against the context index, with a dashed least-squares line; class- and
+    domain-incremental panels."""
     per_bench: dict[str, list[pd.DataFrame]] = {}
     for summary, log in _runs(run_dirs):
-        if log is None or _variant(summary) != "ngm":
+        if log is None or not gain_methods([_variant(summary)]):
             continue
         gain_col = [c for c in log.columns if c.startswith("gain_")][-1]
         train = log[log.split == "train"][["iteration", "context", gain_col]].rename(columns={gain_col: "gain"})
@@ -195,7 +215,7 @@ def plot_gain_readout(run_dirs, out_stem) -> list[Path]:
     kinds = {"class-incremental": [], "domain-incremental": []}
     for bench in per_bench:
         kinds[get_benchmark(bench).kind].append(bench)
-    with plt.rc_context(PLOT_STYLE):
+    with plt.rc_context(style()):
         fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
         for ax, (kind, benches) in zip(axes, kinds.items()):
             for i, bench in enumerate(benches):
@@ -204,7 +224,7 @@ def plot_gain_readout(run_dirs, out_stem) -> list[Path]:
                 k = stats.index.to_numpy(dtype=float)
                 color = plt.cm.tab10(i)
                 ax.errorbar(k, stats["mean"], yerr=stats["std"], fmt="o", color=color, capsize=3,
-                            label=BENCHMARK_TITLES.get(bench, bench))
+                            label=benchmark_title(bench))
                 if len(k) > 1:
                     slope, intercept = np.polyfit(k, stats["mean"].to_numpy(), 1)
                     ax.plot(k, intercept + slope * k, ls="--", color=color, lw=1)
@@ -236,16 +256,19 @@ def plot_train_accuracy(run_dirs, out_stem) -> list[Path]:
                                I=summary["run"]["iters_per_context"], n=summary["n_contexts"]))
     data = pd.concat(frames, ignore_index=True)
     benches = list(dict.fromkeys(data.benchmark))
-    with plt.rc_context(PLOT_STYLE):
+    with plt.rc_context(style()):
         fig, axes = _grid(len(benches))
         for ax, bench in zip(axes, benches):
             sub = data[data.benchmark == bench]
             for method in dict.fromkeys(sub.method):
                 _band(ax, sub[sub.method == method], "accuracy", method)
             _context_marks(ax, int(sub.I.iloc[0]), int(sub.n.iloc[0]), label=False)
-            ax.set(title=BENCHMARK_TITLES.get(bench, bench), xlabel="Training iteration",
+            ax.set(title=benchmark_title(bench), xlabel="Training iteration",
                    ylabel="Training-batch accuracy (%)", ylim=(-2, 102))
         handles, labels = axes[0].get_legend_handles_labels()
+        for ax in axes[:len(benches)]:
+            if ax.get_legend():
+                ax.get_legend().remove()
         fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
         fig.tight_layout(rect=(0, 0, 1, 0.93))
         return _save(fig, out_stem)
@@ -264,7 +287,7 @@ def plot_seen_tasks(run_dirs, out_stem) -> list[Path]:
         meta[summary["benchmark"]] = (summary["run"]["iters_per_context"], summary["n_contexts"])
     benches = list(dict.fromkeys(b for b, _ in curves))
     methods = list(dict.fromkeys(m for _, m in curves))
-    with plt.rc_context(PLOT_STYLE):
+    with plt.rc_context(style()):
         fig, axes = plt.subplots(len(benches), len(methods), figsize=(3.0 * len(methods), 2.4 * len(benches)),
                                  squeeze=False, sharey=True)
         for r, bench in enumerate(benches):
@@ -274,18 +297,20 @@ def plot_seen_tasks(run_dirs, out_stem) -> list[Path]:
                 ax = axes[r, c]
                 if (bench, method) in curves:
                     mean = pd.concat(curves[(bench, method)]).groupby(["task", "iteration"])["accuracy"].mean()
-                    for j in sorted(mean.index.get_level_values(0).unique()):
-                        s = mean.loc[j]
-                        ax.plot(s.index, s.to_numpy(), lw=0.8, color=cmap(j - 1), label=f"Task {j}")
+                    mean = mean.reset_index().assign(task=lambda d: d.task.map(lambda j: f"Task {j}"))
+                    sns.lineplot(data=mean, x="iteration", y="accuracy", hue="task", ax=ax, errorbar=None, linewidth=0.8,
+                                 palette=[cmap(j) for j in range(mean.task.nunique())], legend=c == len(methods) - 1)
+                ax.set(xlabel="", ylabel="")
                 _context_marks(ax, I, n, label=False)
                 if r == 0:
                     ax.set_title(variant_label(method))
                 if c == 0:
-                    ax.set_ylabel(f"{BENCHMARK_TITLES.get(bench, bench)}\naccuracy (%)")
+                    ax.set_ylabel(f"{benchmark_title(bench)}\naccuracy (%)")
                 if r == len(benches) - 1:
                     ax.set_xlabel("Training iteration")
                 ax.set_ylim(-2, 102)
-            axes[r, -1].legend(frameon=False, fontsize=7, loc="lower right")
+            if axes[r, -1].get_legend():
+                axes[r, -1].legend(frameon=False, fontsize=7, loc="lower right")
         fig.tight_layout()
         return _save(fig, out_stem)
 
@@ -306,23 +331,24 @@ def plot_lr_sweep(run_dirs, out_stem) -> list[Path]:
                      "sg": 100 * metrics["seen"]["avg_sg"] if ok and metrics["seen"]["avg_sg"] is not None else np.nan})
     data = pd.DataFrame(rows)
     benches = list(dict.fromkeys(data.benchmark))
-    with plt.rc_context(PLOT_STYLE):
+    with plt.rc_context(style()):
         fig, axes = plt.subplots(len(benches), 2, figsize=(8.0, 3.2 * len(benches)), squeeze=False)
         for r, bench in enumerate(benches):
             sub = data[data.benchmark == bench]
             for c, (col, ylabel) in enumerate((("acc", "Final accuracy, all tasks (%)"), ("sg", "avg-SG (%)"))):
                 ax = axes[r, c]
                 for method in dict.fromkeys(sub.method):
-                    m = sub[sub.method == method].groupby("lr").agg(mean=(col, "mean"), std=(col, "std"),
-                                                                    div=("diverged", "sum"))
-                    ax.errorbar(m.index, m["mean"], yerr=m["std"].fillna(0), marker="o", capsize=3,
-                                color=COLORS.get(method), label=METHOD_LABELS.get(method, method))
-                    for lr, n_div in m["div"].items():
+                    one = sub[sub.method == method].assign(diverged=False)  # diverged runs: NaN, left out
+                    _band(ax, one, col, method, method_label(method), x="lr", marker="o", err_style="bars",
+                          err_kws={"capsize": 3})
+                    for lr, n_div in sub[sub.method == method].groupby("lr")["diverged"].sum().items():
                         if n_div:
                             ax.annotate(f"{int(n_div)}× diverged", (lr, 0), xycoords=("data", "axes fraction"),
-                                        color=COLORS.get(method), fontsize=7, rotation=90, va="bottom")
+                                        color=colour(method), fontsize=7, rotation=90, va="bottom")
+                    if ax.get_legend():
+                        ax.get_legend().remove()
                 ax.set_xscale("log")
-                ax.set(xlabel="Learning rate", ylabel=ylabel, title=BENCHMARK_TITLES.get(bench, bench))
+                ax.set(xlabel="Learning rate", ylabel=ylabel, title=benchmark_title(bench))
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
         fig.tight_layout(rect=(0, 0, 1, 0.92))

@@ -2,7 +2,9 @@
 
 A method is its optimizer, its gain dynamics and its reaction to a context switch. The fields of a
 `Method` are the defaults; `config.yaml` may override any of them per method (`resolve_method`).
-Adding a method is one `register(Method(...))` call here plus its name in the config.
+A method's entry also holds how tables and figures show it (`label`, `colour`). Adding a method is
+one `register(Method(...))` call, here or in a plugin module named under the config's `plugins:`,
+plus its name and settings in the config. This module imports no torch (planning reads it).
 
 Parameter groups: every network splits its trainable parameters into the weights of its
 gain-modulated layers and the rest (batched.ModelBatch.param_refs, optim.RunOptimizer). On the MLP every layer is
@@ -15,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-
-from .gain import GainControl
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,21 @@ class Method:
     bump: float = 0.0
     lr_drive: bool = False  # Entropy-LR: the gain recursion drives an lr multiplier instead
     reset_on_switch: bool = False  # oracle: clear the optimizer state at every context switch
+    label: str = ""  # its name in tables and figures (default: the registry name)
+    colour: str = "black"  # its colour in every figure (a matplotlib colour)
 
-    def gain_control(self, benchmark_eta: float) -> GainControl:
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    @property
+    def reads_out_gain(self) -> bool:
+        """Its gain moves with the entropy of its outputs: figure 4 and the gain rows read it out."""
+        return self.gain == "entropy" and not self.lr_drive
+
+    def gain_control(self, benchmark_eta: float):
+        from .gain import GainControl
+
         if self.gain == "entropy":
             return GainControl("entropy", g0=self.g0, gamma=self.gamma, eta=self.eta_or(benchmark_eta))
         if self.gain == "bump":
@@ -59,22 +72,35 @@ def register(method: Method) -> Method:
     return method
 
 
-register(Method("sgd", "SGD, no momentum; gain frozen at 1"))
-register(Method("msgd", "SGD with momentum 0.9 (no Nesterov); gain frozen at 1", momentum=0.9))
-register(Method("adam", "Adam (0.9, 0.999, 1e-8); gain frozen at 1", optimizer="adam"))
+register(Method("sgd", "SGD, no momentum; gain frozen at 1", label="SGD", colour="dimgray"))
+register(Method("msgd", "SGD with momentum 0.9 (no Nesterov); gain frozen at 1", momentum=0.9,
+                label="MSGD", colour="royalblue"))
+register(Method("adam", "Adam (0.9, 0.999, 1e-8); gain frozen at 1", optimizer="adam",
+                label="Adam", colour="mediumseagreen"))
 register(Method("ngm", "NGM-SGD: entropy-driven gain; plain SGD on modulated weights, momentum 0.9 elsewhere",
-                momentum=0.9, modulated_momentum=0.0, gain="entropy", gamma=0.9))
+                momentum=0.9, modulated_momentum=0.0, gain="entropy", gamma=0.9,
+                label="NGM-SGD", colour="darkorange"))
 # Variants named in later versions of the paper; their definitions are assumed (SPEC §4).
 register(Method("fixed_gain", "NGM-SGD's optimizer with the gain held at a constant g0 (no entropy drive)",
-                momentum=0.9, modulated_momentum=0.0))
+                momentum=0.9, modulated_momentum=0.0, label="fixed gain", colour="goldenrod"))
 register(Method("entropy_lr", "NGM-SGD's optimizer; the γ/η entropy recursion drives an lr multiplier",
-                momentum=0.9, modulated_momentum=0.0, gamma=0.9, lr_drive=True))
+                momentum=0.9, modulated_momentum=0.0, gamma=0.9, lr_drive=True, label="Entropy-LR", colour="crimson"))
 register(Method("msgd_reset", "MSGD with its state cleared at every context switch (oracle)",
-                momentum=0.9, reset_on_switch=True))
+                momentum=0.9, reset_on_switch=True, label="MSGD + reset", colour="lightsteelblue"))
 register(Method("adam_reset", "Adam with its state cleared at every context switch (oracle)",
-                optimizer="adam", reset_on_switch=True))
+                optimizer="adam", reset_on_switch=True, label="Adam + reset", colour="darkseagreen"))
 register(Method("gain_bump", "oracle gain bump at the first iteration of each context, no entropy drive",
-                momentum=0.9, modulated_momentum=0.0, gain="bump", gamma=0.99, bump=0.99))
+                momentum=0.9, modulated_momentum=0.0, gain="bump", gamma=0.99, bump=0.99,
+                label="gain bump", colour="peru"))
+
+
+def method_label(name: str) -> str:
+    """How tables and figures name a method (its registry label; the name itself if unregistered)."""
+    return METHODS[name].display if name in METHODS else name
+
+
+def method_colour(name: str) -> str:
+    return METHODS[name].colour if name in METHODS else "black"
 
 
 def get_method(name: str) -> Method:
@@ -88,7 +114,7 @@ def resolve_method(name: str, overrides: dict | None = None) -> Method:
     """The registered method `name` with the config's settings applied on top of its defaults."""
     method = get_method(name)
     overrides = dict(overrides or {})
-    fields = {f.name for f in dataclasses.fields(Method)} - {"name", "description"}
+    fields = {f.name for f in dataclasses.fields(Method)} - {"name", "description", "label", "colour"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"method {name!r}: unknown setting(s) {', '.join(unknown)}; "

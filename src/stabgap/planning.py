@@ -1,28 +1,50 @@
-"""Which runs share a training job (multi-run batching), planned without torch.
+"""What the workflow plans, computed from the config alone (no torch): run folders, which runs
+share a training job, job groups, the target lists of tables and figures, the runs each figure
+reads. workflow/rules/common.smk calls these; tests/test_planning.py checks them.
 
-With `compute.batch_runs: N > 1`, the runs of each benchmark are grouped by the settings they must
-share (config.batch_key), sorted by (variant, seed) within a group, and cut into chunks of at most
-N runs; each chunk is one job training a batch of models (train.Trainer). Consequences: adding or
-removing runs can regroup, and so retrain, later batches of that benchmark; rebuilding one run
-retrains its batch.
+Multi-run batching: with `compute.batch_runs: N > 1`, the runs of each batchable benchmark are
+grouped by the settings they must share (config.batch_key), sorted by (variant, seed) within a
+group, and cut into chunks of at most N runs; each chunk is one job training a batch of models
+(train.Trainer). Consequences: adding or removing runs can regroup, and so retrain, later batches
+of that benchmark; rebuilding one run retrains its batch.
 """
 
 from __future__ import annotations
 
 import json
 
+from .benchmarks import get_benchmark
 from .config import batch_key, run_config
+from .methods import METHODS
+
+Run = tuple[str, str, int]  # (benchmark, variant, seed)
+
+TABLE_FAMILIES = ("task1_v1", "task1", "seen")
+TABLE_FORMATS = ("csv", "md", "tex", "html")
+TABLE_FILES = [f"table{n}_{family}.{ext}" for n in (1, 2) for family in TABLE_FAMILIES for ext in TABLE_FORMATS]
 
 
-def train_batches(config: dict, groups: dict[str, list[tuple[str, str, int]]]) -> list[tuple[str, int, list]]:
-    """(benchmark, index, [(variant, seed), ...]) per batch, for every benchmark of the config; []
-    when batching is off (batch_runs 1). A run shared by experiment groups is planned once."""
+def run_dir(results: str, benchmark: str, variant: str, seed: int) -> str:
+    return f"{results}/runs/{benchmark}/{variant}/seed{seed}"
+
+
+def group_runs(config: dict, groups: dict[str, list[Run]], group: str, benchmarks=None) -> list[str]:
+    """Run folders of an experiment group (optionally only some of its benchmarks)."""
+    return [run_dir(config["results"], b, v, s) for b, v, s in groups.get(group, [])
+            if benchmarks is None or b in benchmarks]
+
+
+def train_batches(config: dict, groups: dict[str, list[Run]]) -> list[tuple[str, int, list]]:
+    """(benchmark, index, [(variant, seed), ...]) per batch, for every batchable benchmark of the
+    config; [] when batching is off (batch_runs 1). A run shared by experiment groups is planned once."""
     size = config["compute"]["batch_runs"]
     if size <= 1:
         return []
     runs = sorted({r for group in groups.values() for r in group})
     batches = []
     for bench in config["benchmarks"]:
+        if not get_benchmark(bench).batchable:
+            continue
         by_key: dict[str, list] = {}  # runs that may share a batch
         for b, v, s in runs:
             if b == bench:
@@ -31,3 +53,69 @@ def train_batches(config: dict, groups: dict[str, list[tuple[str, str, int]]]) -
         chunks = [by_key[key][i:i + size] for key in sorted(by_key) for i in range(0, len(by_key[key]), size)]
         batches += [(bench, i, chunk) for i, chunk in enumerate(chunks)]
     return batches
+
+
+def job_group(benchmark: str, job: str) -> str:
+    """The Snakemake group of a training job (`job`: "<variant>_<seed>" or "batch<i>"). MLP runs share
+    one group, so a cluster profile can pack many into one scheduler job (--group-components
+    mlp_runs=N); every ResNet job is a group of its own."""
+    return "mlp_runs" if get_benchmark(benchmark).net == "mlp" else f"gpu_{benchmark}_{job}"
+
+
+def uses_gpu(config: dict, benchmark: str) -> int:
+    """ResNet runs ask the scheduler for a GPU unless the config pins the CPU; MLP runs never do."""
+    return int(get_benchmark(benchmark).net != "mlp" and config["compute"]["device"] != "cpu")
+
+
+def figure_benchmarks(config: dict, kind: str) -> list[str]:
+    return [b for b in config["figures"][kind] if b in config["benchmarks"]]
+
+
+def gain_variants(variants) -> list[str]:
+    """The variants whose gain the figures read out (methods.Method.reads_out_gain: NGM-SGD)."""
+    return [v for v in variants if v.split("@")[0] in METHODS and METHODS[v.split("@")[0]].reads_out_gain]
+
+
+def table_targets(config: dict, groups: dict) -> list[str]:
+    out = [f"{config['results']}/tables/{name}" for name in TABLE_FILES]
+    if "ablations" in groups:
+        out += [f"{config['results']}/tables/ablations/{name}" for name in TABLE_FILES]
+    if "lr_sweep" in groups:
+        out += [f"{config['results']}/tables/lr_sweep.{ext}" for ext in TABLE_FORMATS]
+    return out
+
+
+def figure_files(config: dict, name: str) -> list[str]:
+    return [f"{config['results']}/figures/{name}.{ext}" for ext in ("pdf", "png")]
+
+
+def figure_targets(config: dict, groups: dict) -> list[str]:
+    out = figure_files(config, "fig1_toy")
+    for fig, kind in (("fig2_class_incremental", "class_incremental"), ("fig3_domain_incremental", "domain_incremental")):
+        if figure_benchmarks(config, kind):
+            out += figure_files(config, fig)
+    if gain_variants(config["methods"]):
+        out += figure_files(config, "fig4_gain_readout")
+    out += figure_files(config, "fig5_train_accuracy") + figure_files(config, "fig6_seen_tasks")
+    if "ablations" in groups:
+        out += figure_files(config, "fig7a_ablations")
+    if "lr_sweep" in groups:
+        out += figure_files(config, "fig7b_lr_sweep")
+    return out
+
+
+# the figures of rule figure_from_runs: the experiment group each reads, and the files of each run
+FIGURE_FILES = {
+    "gain_readout": ("summary.json", "log.parquet"),
+    "train_accuracy": ("summary.json", "log.parquet"),
+    "seen_tasks": ("summary.json", "log.parquet"),
+    "lr_sweep": ("summary.json", "metrics.json"),
+}
+
+
+def figure_runs(config: dict, groups: dict, name: str) -> list[str]:
+    """Run folders a figure of rule figure_from_runs reads."""
+    if name == "gain_readout":
+        keep = set(gain_variants({v for _, v, _ in groups["main"]}))
+        return [run_dir(config["results"], b, v, s) for b, v, s in groups["main"] if v in keep]
+    return group_runs(config, groups, "lr_sweep" if name == "lr_sweep" else "main")

@@ -22,7 +22,8 @@ from .train import RunSettings, Trainer, resolve_device
 
 
 def provenance() -> dict:
-    """Library versions and the code version (git commit, dirty tree) of this checkout, if any."""
+    """Library versions and the code version: the git commit and dirty flag of the checkout the
+    package runs from, or git_commit "not a checkout" when it is installed elsewhere."""
     import platform
     import subprocess
 
@@ -31,15 +32,23 @@ def provenance() -> dict:
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "pandas": pandas.__version__, "platform": platform.platform()}
-    repo = Path(__file__).resolve().parents[2]
+    from . import __version__
+
+    info["stabgap"] = __version__
+    package = Path(__file__).resolve().parent
+    info["git_commit"], info["git_dirty"] = "not a checkout", None
     try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
-        info["git_commit"], info["git_dirty"] = commit or None, dirty if commit else None
+        top = subprocess.run(["git", "-C", str(package), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        # a checkout of this project: the package is its src/stabgap (not some other repository's file)
+        if top and package == Path(top).resolve() / "src" / "stabgap":
+            commit = subprocess.run(["git", "-C", top, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    timeout=10).stdout.strip()
+            dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10).stdout.strip() != ""
+            info["git_commit"], info["git_dirty"] = commit or None, dirty if commit else None
     except (OSError, subprocess.SubprocessError):
-        info["git_commit"], info["git_dirty"] = None, None
+        pass
     return info
 
 
@@ -88,6 +97,12 @@ def load_checkpoint(path, run_hash: str, device: torch.device, progress=sys.stde
         path.unlink()
         return None
     return state
+
+
+def stream_image(stream) -> tuple[int, int, int]:
+    """C×H×W of a stream's images (stored N×H×W or N×H×W×C)."""
+    shape = tuple(stream.train_x.shape[1:])
+    return (1, *shape) if len(shape) == 2 else (shape[2], shape[0], shape[1])
 
 
 def run_settings(run: dict) -> RunSettings:
@@ -149,7 +164,7 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
         save_checkpoint(tr, checkpoint_path, run_hash, before + time.perf_counter() - t0)
 
     trainer.run(progress=progress, checkpoint=checkpoint if checkpoint_path else None,
-                checkpoint_every=checkpoint_every, costs=iteration_flops(first, stream.task_sizes("test")))
+                checkpoint_every=checkpoint_every, costs=iteration_flops(first, stream.task_sizes("test"), stream_image(stream)))
     wall = before + time.perf_counter() - t0
     batch = None
     if len(runs) > 1:

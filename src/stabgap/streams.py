@@ -1,4 +1,4 @@
-"""Benchmark registry and task streams (SPEC §5).
+"""Task streams (SPEC §5): the torch side of the benchmarks declared in benchmarks.py.
 
 A task stream is a sequence of tasks; task j is the data introduced in context j, and context k
 trains on the union of tasks 1..k. A `Stream` stores the training images of all tasks
@@ -7,8 +7,8 @@ concatenated in task order, so the union of contexts 1..k is simply the prefix
 the geometric transform (rotation and permutation are exact in uint8); normalisation happens on the
 run's device inside the training loop.
 
-Adding a benchmark is one `register(Benchmark(...))` call with a `contexts` function that returns,
-per task, the canonical train/test indices and the transform to apply (see `_split_mnist`).
+The benchmark registry itself (benchmarks.py) imports no torch; a benchmark's `augment` names an
+entry of AUGMENTATIONS here.
 """
 
 from __future__ import annotations
@@ -19,30 +19,14 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from .benchmarks import get_benchmark
 from .data import DataError
 from .data.canonical import CanonicalData, load_canonical
 from .fileio import atomic_write_bytes
-
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    name: str
-    kind: str  # "class-incremental" or "domain-incremental"
-    net: str  # nets.build_net name
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    contexts: Callable[..., list[dict]]  # (train_y, test_y, **params) -> one dict per task
-    augment: str | None = None  # "cifar": random crop 32 pad 4 + horizontal flip on training batches
-    description: str = ""
-
 
 @dataclass
 class Stream:
@@ -62,23 +46,6 @@ class Stream:
     def task_sizes(self, split: str) -> list[int]:
         off = self.train_offsets if split == "train" else self.test_offsets
         return [b - a for a, b in zip(off[:-1], off[1:])]
-
-
-BENCHMARKS: dict[str, Benchmark] = {}
-
-
-def register(benchmark: Benchmark) -> Benchmark:
-    if benchmark.name in BENCHMARKS:
-        raise ValueError(f"benchmark {benchmark.name!r} is registered twice")
-    BENCHMARKS[benchmark.name] = benchmark
-    return benchmark
-
-
-def get_benchmark(name: str) -> Benchmark:
-    try:
-        return BENCHMARKS[name]
-    except KeyError:
-        raise ValueError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}") from None
 
 
 # ---------------------------------------------------------------- transforms (applied once, uint8)
@@ -102,12 +69,6 @@ def permute_images(images: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return flat[:, perm].reshape(images.shape)
 
 
-def mnist_permutations(n_contexts: int, seed: int = 42, n_pixels: int = 784) -> list[np.ndarray | None]:
-    """Identity for context 1, then successive RandomState(seed).permutation draws P1, P2, ..."""
-    rs = np.random.RandomState(seed)
-    return [None] + [rs.permutation(n_pixels) for _ in range(n_contexts - 1)]
-
-
 def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
     """CIFAR training augmentation on a uint8 batch B×C×H×W, on its device: a random H×W crop of
     the image zero-padded by `pad` pixels (the padding is black before normalisation, as with
@@ -126,106 +87,6 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tens
 
 
 AUGMENTATIONS = {"cifar": crop_flip}
-
-
-# ---------------------------------------------------------------- context layouts
-# Each takes the canonical dataset (train_y, test_y as numpy arrays; data.extra for more labels)
-# and returns one dict per task: train_idx/test_idx (canonical indices), optionally the transform
-# (angle, permutation), the labels to train on (train_labels/test_labels; default: the dataset's),
-# and descriptive fields for the stream's JSON (classes, ...).
-
-def _class_split(train_y, test_y, classes: list[list[int]]) -> list[dict]:
-    tasks = []
-    for cls in classes:
-        tasks.append({
-            "classes": [int(c) for c in cls],
-            "train_idx": np.flatnonzero(np.isin(train_y, cls)),
-            "test_idx": np.flatnonzero(np.isin(test_y, cls)),
-        })
-    return tasks
-
-
-def _split_pairs(train_y, test_y, classes=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))) -> list[dict]:
-    return _class_split(train_y, test_y, [list(c) for c in classes])
-
-
-def _permuted_mnist(train_y, test_y, n_contexts: int = 3, permutation_seed: int = 42) -> list[dict]:
-    perms = mnist_permutations(n_contexts, permutation_seed)
-    return [{"permutation": p, "train_idx": np.arange(len(train_y)), "test_idx": np.arange(len(test_y))}
-            for p in perms]
-
-
-def _rotated_mnist(train_y, test_y, angles=(0, 80, 160)) -> list[dict]:
-    return [{"angle": float(a), "train_idx": np.arange(len(train_y)), "test_idx": np.arange(len(test_y))}
-            for a in angles]
-
-
-def _coarse(data, split: str) -> np.ndarray:
-    key = f"{split}_coarse"
-    if key not in data.extra:
-        raise ValueError("this benchmark needs CIFAR-100's coarse (superclass) labels; "
-                         f"dataset {data.name!r} has none (use the cifar100 builder)")
-    return data.extra[key].numpy()
-
-
-def _domain_cifar100_v1(train_y, test_y, data, superclasses=(0, 1, 2)) -> list[dict]:
-    """v1: context t adds all fine classes of one superclass (aquatic mammals, fish, flowers);
-    targets are the 100-way fine labels (class-incremental in substance)."""
-    tc, ec = _coarse(data, "train"), _coarse(data, "test")
-    tasks = []
-    for sc in superclasses:
-        fine = sorted(int(c) for c in np.unique(train_y[tc == sc]))
-        tasks.append({"superclass": int(sc), "classes": fine, "train_idx": np.flatnonzero(tc == sc),
-                      "test_idx": np.flatnonzero(ec == sc)})
-    return tasks
-
-
-def _domain_cifar100_v2(train_y, test_y, data, n_contexts: int = 3) -> list[dict]:
-    """v2: 20-way superclass targets; context t shows the t-th fine class (in fine-label order) of
-    every superclass, so each context is a new domain of the same 20 classes."""
-    tc, ec = _coarse(data, "train"), _coarse(data, "test")
-    fine_of = {sc: sorted(int(c) for c in np.unique(train_y[tc == sc])) for sc in range(20)}
-    if not 1 <= n_contexts <= min(len(v) for v in fine_of.values()):
-        raise ValueError(f"domain_cifar100_v2: n_contexts must lie in 1..5, got {n_contexts}")
-    tasks = []
-    for t in range(n_contexts):
-        fine = [fine_of[sc][t] for sc in range(20)]
-        tr, te = np.flatnonzero(np.isin(train_y, fine)), np.flatnonzero(np.isin(test_y, fine))
-        tasks.append({"classes": fine, "train_idx": tr, "test_idx": te,
-                      "train_labels": tc[tr], "test_labels": ec[te]})
-    return tasks
-
-
-def _split_blocks(train_y, test_y, n_contexts: int = 5, classes_per_context: int = 10) -> list[dict]:
-    """Contexts of consecutive class indices: [0..c-1], [c..2c-1], ... (assumed for mini-ImageNet)."""
-    n_classes = int(train_y.max()) + 1
-    if n_contexts * classes_per_context > n_classes:
-        raise ValueError(f"{n_contexts} contexts × {classes_per_context} classes exceed the {n_classes} classes")
-    return _class_split(train_y, test_y, [list(range(k * classes_per_context, (k + 1) * classes_per_context))
-                                          for k in range(n_contexts)])
-
-
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-register(Benchmark("split_mnist", "class-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _split_pairs,
-                   description="5 contexts adding class pairs {0,1}, {2,3}, ..."))
-register(Benchmark("permuted_mnist", "domain-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _permuted_mnist,
-                   description="identity, then fixed pixel permutations P1, P2 (RandomState(42))"))
-register(Benchmark("rotated_mnist", "domain-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _rotated_mnist,
-                   description="rotations by 0°, 80°, 160°"))
-register(Benchmark("split_cifar10", "class-incremental", "resnet18_slim", 10, CIFAR_MEAN, CIFAR_STD, _split_pairs,
-                   augment="cifar", description="5 contexts adding class pairs (airplane+automobile, ...)"))
-register(Benchmark("domain_cifar100_v1", "class-incremental", "resnet18_slim", 100, CIFAR_MEAN, CIFAR_STD,
-                   _domain_cifar100_v1, augment="cifar",
-                   description="aquatic mammals, +fish, +flowers; 100-way fine labels (v1)"))
-register(Benchmark("domain_cifar100_v2", "domain-incremental", "resnet18_slim", 20, CIFAR_MEAN, CIFAR_STD,
-                   _domain_cifar100_v2, augment="cifar",
-                   description="20-way superclass labels, one new fine class per superclass per context (v2)"))
-# mini-ImageNet's normalisation and augmentation are not stated anywhere we could read (assumed):
-# ImageNet statistics, no augmentation.
-register(Benchmark("split_miniimagenet", "class-incremental", "resnet18_slim", 100, IMAGENET_MEAN, IMAGENET_STD,
-                   _split_blocks, description="contexts of 10 consecutive classes, 84×84 (v2)"))
 
 
 # ---------------------------------------------------------------- building, saving, loading

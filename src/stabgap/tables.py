@@ -22,6 +22,7 @@ import pandas as pd
 from . import metrics as M
 from .config import parse_variant
 from .fileio import atomic_write_text
+from .methods import method_label
 
 TABLE1_COLUMNS = {  # family -> [(metric key, column title, higher is better)]
     "task1": [("avg_acc", "avg-ACC", True), ("avg_min_acc", "avg-min-ACC", True), ("wc_acc", "WC-ACC", True),
@@ -31,15 +32,12 @@ TABLE1_COLUMNS = {  # family -> [(metric key, column title, higher is better)]
 }
 TABLE1_COLUMNS["task1_v1"] = TABLE1_COLUMNS["task1"]
 V1_METHODS = ("msgd", "adam", "ngm")
-METHOD_LABELS = {"sgd": "SGD", "msgd": "MSGD", "adam": "Adam", "ngm": "NGM-SGD", "fixed_gain": "fixed gain",
-                 "entropy_lr": "Entropy-LR", "msgd_reset": "MSGD + reset", "adam_reset": "Adam + reset",
-                 "gain_bump": "gain bump"}
 
 
 def variant_label(variant: str) -> str:
     """'ngm@lr=0.1,test_augment=false' -> 'NGM-SGD (lr=0.1, test_augment=false)'."""
     method, _, rest = variant.partition("@")
-    label = METHOD_LABELS.get(method, method)
+    label = method_label(method)
     return f"{label} ({rest.replace(',', ', ')})" if rest else label
 
 
@@ -136,52 +134,49 @@ def wide_table2(long: pd.DataFrame, family: str) -> pd.DataFrame:
     return wide
 
 
+# The three text formats, written by pandas: Markdown by DataFrame.to_markdown (tabulate), LaTeX
+# and HTML by the Styler, which escapes every cell and header (LaTeX: & % $ # _ { } ~ ^ \; HTML:
+# < > & " '). Captions are ours and hold none of those characters (tests/test_tables.py).
+
+def _bold_cells(df: pd.DataFrame, bold: pd.DataFrame | None, css: str) -> pd.DataFrame:
+    """Per-cell styles for Styler.apply: `css` where `bold` is true."""
+    out = pd.DataFrame("", index=df.index, columns=df.columns)
+    if bold is not None:
+        for c in bold.columns:
+            out[c] = [css if bool(b) else "" for b in bold[c]]
+    return out
+
+
+def _styler(df: pd.DataFrame, bold: pd.DataFrame | None, css: str, escape: str, math=lambda v: v):
+    return (df.style.hide(axis="index")
+            .format(lambda v: math(str(v)), escape=escape)
+            .format_index(lambda v: math(str(v)), escape=escape, axis=1)
+            .apply(lambda d: _bold_cells(d, bold, css), axis=None))
+
+
 def to_markdown(df: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for i, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = str(row[c])
-            if bold is not None and c in bold.columns and bool(bold.loc[i, c]):
-                v = f"**{v}**"
-            cells.append(v)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    cells = df.astype(str)
+    if bold is not None:
+        for c in bold.columns:
+            cells[c] = [f"**{v}**" if bool(b) else v for v, b in zip(cells[c], bold[c])]
+    return cells.to_markdown(index=False, tablefmt="pipe", disable_numparse=True) + "\n"
 
 
 def to_latex(df: pd.DataFrame, bold: pd.DataFrame | None = None, caption: str = "") -> str:
-    cols = list(df.columns)
-    esc = lambda s: str(s).replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%").replace("->", r"$\to$")
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{ll" + "r" * (len(cols) - 2) + "}", r"\toprule",
-             " & ".join(esc(c) for c in cols) + r" \\", r"\midrule"]
-    for i, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = esc(row[c])
-            if bold is not None and c in bold.columns and bool(bold.loc[i, c]):
-                v = r"\textbf{" + v + "}"
-            cells.append(v)
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + esc(caption) + "}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    # after escaping: ± and -> in math mode
+    math = lambda v: v.replace("±", r"$\pm$").replace("->", r"$\to$")
+    styler = _styler(df, bold, "textbf:--rwrap;", "latex", math)
+    return styler.to_latex(column_format="ll" + "r" * (len(df.columns) - 2), hrules=True, position="t",
+                           position_float="centering", caption=caption or None)
 
 
 def to_html(df: pd.DataFrame, bold: pd.DataFrame | None = None, caption: str = "") -> str:
-    import html
+    styler = _styler(df, bold, "font-weight: bold;", "html").set_uuid("table")
+    if caption:
+        import html
 
-    cols = list(df.columns)
-    out = ["<table>", f"<caption>{html.escape(caption)}</caption>",
-           "<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in cols) + "</tr>"]
-    for i, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = html.escape(str(row[c]))
-            if bold is not None and c in bold.columns and bool(bold.loc[i, c]):
-                v = f"<b>{v}</b>"
-            cells.append(f"<td>{v}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    return "\n".join(out + ["</table>"]) + "\n"
+        styler = styler.set_caption(html.escape(caption))  # the Styler leaves captions as they are
+    return styler.to_html()
 
 
 CAPTIONS = {
@@ -236,7 +231,7 @@ def write_sweep_table(run_dirs, out_stem, ddof: int = 0) -> list[Path]:
         rows.append(row)
     long = pd.DataFrame(rows)
     wide = pd.DataFrame({
-        "benchmark": long.benchmark, "method": long.method.map(lambda m: METHOD_LABELS.get(m, m)), "lr": long.lr,
+        "benchmark": long.benchmark, "method": long.method.map(method_label), "lr": long.lr,
         "final avg-ACC": [_fmt(m, s) for m, s in zip(long.final_acc_mean, long.final_acc_std)],
         "avg-SG (seen)": [_fmt(m, s, 100.0) for m, s in zip(long.avg_sg_seen_mean, long.avg_sg_seen_std)],
         "avg-SG (task 1)": [_fmt(m, s, 100.0) for m, s in zip(long.avg_sg_task1_mean, long.avg_sg_task1_std)],

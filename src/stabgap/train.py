@@ -33,7 +33,8 @@ from .gain import batch_mean, lr_multiplier_update
 from .methods import Method, resolve_method
 from .nets import build_net
 from .optim import RunOptimizer
-from .streams import AUGMENTATIONS, Stream, get_benchmark
+from .benchmarks import get_benchmark
+from .streams import AUGMENTATIONS, Stream
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class RunSettings:
     # "seen": evaluate every task seen so far (this reproduction); "task1": task 1 only, as the v1 code did
     eval_scope: str = "seen"
     # evaluation forwards under bf16 autocast (a speed switch, off by default: it changes results;
-    # its effect on one run is measured in bench/NOTES.md). Training always runs in fp32.
+    # its effect on one run is measured in speed/NOTES.md). Training always runs in fp32.
     eval_bf16: bool = False
 
 

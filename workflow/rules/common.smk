@@ -1,10 +1,13 @@
-# Helpers shared by the rules: config validation, paths, target lists, input functions.
+# Helpers shared by the rules: config validation, then thin wrappers around stabgap.planning (the
+# planning logic, unit-tested in tests/test_planning.py). Nothing here imports torch.
 import json
 import re
 import shlex
 from pathlib import Path
 
+from stabgap import planning
 from stabgap.config import (
+    PLUGINS_ENV,
     ConfigError,
     check_config,
     config_hash,
@@ -16,13 +19,9 @@ from stabgap.config import (
 )
 from snakemake.io import report as report_item
 from stabgap.cost import runtime_minutes, write_cost
-from stabgap.planning import train_batches
-from stabgap.streams import get_benchmark
 
 try:
-    validate_schema(
-        config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-    )
+    validate_schema(config)
     check_config(config)
 except ConfigError as err:
     raise WorkflowError(f"{err}\n(fix the config file and rerun; nothing was run)")
@@ -34,19 +33,15 @@ DATASETS = sorted({b["dataset"] for b in config["benchmarks"].values()})
 # experiment group -> (benchmark, variant, seed); a run shared by groups is one job
 GROUPS = experiment_runs(config)
 VARIANTS = sorted({v for runs in GROUPS.values() for _, v, _ in runs})
-TABLE_FILES = [
-    f"table{n}_{family}.{ext}"
-    for n in (1, 2)
-    for family in ("task1_v1", "task1", "seen")
-    for ext in ("csv", "md", "tex", "html")
-]
+TABLE_FILES = planning.TABLE_FILES
 
-# Rules call the package from this checkout, also inside conda environments (--sdm conda), and
-# find the raw data under the resolved data_root.
+# Rules call the package from this checkout, also inside conda environments (--sdm conda), find
+# the raw data under the resolved data_root, and import the config's plugins.
 shell.prefix(
     "set -euo pipefail; "
     f"export PYTHONPATH={Path(workflow.basedir) / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     f"export STABGAP_DATA_ROOT={Path(data_root(config)).resolve()}; "
+    f"export {PLUGINS_ENV}={shlex.quote(','.join(config['plugins']))}; "
     f"export STABGAP_CHECKPOINT_EVERY={config['compute']['checkpoint_every']}; "
     f"export STABGAP_KEEP_CHECKPOINTS={int(config['compute']['keep_checkpoints'])}; "
 )
@@ -55,21 +50,17 @@ shell.prefix(
 wildcard_constraints:
     dataset="|".join(DATASETS),
     benchmark="|".join(BENCHMARKS),
-    method="|".join(re.escape(v) for v in VARIANTS),
+    variant="|".join(re.escape(v) for v in VARIANTS),
     seed=r"\d+",
 
 
 def run_dir(benchmark, variant, seed):
-    return f"{RESULTS}/runs/{benchmark}/{variant}/seed{seed}"
+    return planning.run_dir(RESULTS, benchmark, variant, seed)
 
 
 def group_runs(group, benchmarks=None):
     """Run folders of an experiment group (optionally only some of its benchmarks)."""
-    return [
-        run_dir(b, v, s)
-        for b, v, s in GROUPS.get(group, [])
-        if benchmarks is None or b in benchmarks
-    ]
+    return planning.group_runs(config, GROUPS, group, benchmarks)
 
 
 def files_of(run_dirs, names=("metrics.json", "summary.json", "log.parquet")):
@@ -103,7 +94,9 @@ def dataset_options(wildcards):
 
 
 def run_params(wildcards):
-    run = run_config(config, wildcards.benchmark, wildcards.method, int(wildcards.seed))
+    run = run_config(
+        config, wildcards.benchmark, wildcards.variant, int(wildcards.seed)
+    )
     return json.dumps(run, sort_keys=True)
 
 
@@ -119,11 +112,11 @@ def train_runtime(wildcards):
     cost.runtime_machine, times cost.safety_factor."""
     return runtime_minutes(
         config,
-        run_config(config, wildcards.benchmark, wildcards.method, int(wildcards.seed)),
+        run_config(config, wildcards.benchmark, wildcards.variant, int(wildcards.seed)),
     )
 
 
-BATCHES = train_batches(config, GROUPS)
+BATCHES = planning.train_batches(config, GROUPS)
 # benchmarks whose runs the batches train; the others keep one training job per run
 BATCHED_BENCHMARKS = sorted({b for b, _, _ in BATCHES})
 UNBATCHED_BENCHMARKS = [b for b in BENCHMARKS if b not in BATCHED_BENCHMARKS]
@@ -163,24 +156,17 @@ def batch_resource(bench, key, members):
 
 
 def train_group(wildcards):
-    """MLP runs share one group, so a cluster profile can pack many into one scheduler job
-    (--group-components mlp_runs=N); every ResNet run is a group of its own."""
-    if get_benchmark(wildcards.benchmark).net == "mlp":
-        return "mlp_runs"
-    return f"gpu_{wildcards.benchmark}_{wildcards.method}_{wildcards.seed}"
+    return planning.job_group(
+        wildcards.benchmark, f"{wildcards.variant}_{wildcards.seed}"
+    )
 
 
 def batch_group(bench, index):
-    if get_benchmark(bench).net == "mlp":
-        return "mlp_runs"
-    return f"gpu_{bench}_batch{index}"
+    return planning.job_group(bench, f"batch{index}")
 
 
 def uses_gpu_bench(bench):
-    """ResNet runs ask the scheduler for a GPU unless the config pins the CPU; MLP runs never do."""
-    return int(
-        get_benchmark(bench).net != "mlp" and config["compute"]["device"] != "cpu"
-    )
+    return planning.uses_gpu(config, bench)
 
 
 def uses_gpu(wildcards):
@@ -197,18 +183,11 @@ def repro_runtime():
 
 
 def figure_benchmarks(kind):
-    return [b for b in config["figures"][kind] if b in BENCHMARKS]
+    return planning.figure_benchmarks(config, kind)
 
 
 def all_tables():
-    out = [f"{RESULTS}/tables/{name}" for name in TABLE_FILES]
-    if "ablations" in GROUPS:
-        out += [f"{RESULTS}/tables/ablations/{name}" for name in TABLE_FILES]
-    if "lr_sweep" in GROUPS:
-        out += [
-            f"{RESULTS}/tables/lr_sweep.{ext}" for ext in ("csv", "md", "tex", "html")
-        ]
-    return out
+    return planning.table_targets(config, GROUPS)
 
 
 def table_outputs(folder, category):
@@ -225,38 +204,13 @@ def table_outputs(folder, category):
     ]
 
 
-def figure_files(name):
-    return [f"{RESULTS}/figures/{name}.{ext}" for ext in ("pdf", "png")]
-
-
 def all_figures():
-    out = figure_files("fig1_toy")
-    for fig, kind in (
-        ("fig2_class_incremental", "class_incremental"),
-        ("fig3_domain_incremental", "domain_incremental"),
-    ):
-        if figure_benchmarks(kind):
-            out += figure_files(fig)
-    if "ngm" in config["methods"]:
-        out += figure_files("fig4_gain_readout")
-    out += figure_files("fig5_train_accuracy") + figure_files("fig6_seen_tasks")
-    if "ablations" in GROUPS:
-        out += figure_files("fig7a_ablations")
-    if "lr_sweep" in GROUPS:
-        out += figure_files("fig7b_lr_sweep")
-    return out
+    return planning.figure_targets(config, GROUPS)
 
 
 # Runs (and the files of each) that the figures of rule figure_from_runs read.
-FIGURE_RUNS = {
-    "gain_readout": lambda: [d for d in group_runs("main") if "/ngm/" in d],
-    "train_accuracy": lambda: group_runs("main"),
-    "seen_tasks": lambda: group_runs("main"),
-    "lr_sweep": lambda: group_runs("lr_sweep"),
-}
-FIGURE_FILES = {
-    "gain_readout": ("summary.json", "log.parquet"),
-    "train_accuracy": ("summary.json", "log.parquet"),
-    "seen_tasks": ("summary.json", "log.parquet"),
-    "lr_sweep": ("summary.json", "metrics.json"),
-}
+def figure_runs(name):
+    return planning.figure_runs(config, GROUPS, name)
+
+
+FIGURE_FILES = planning.FIGURE_FILES

@@ -88,7 +88,7 @@ rule figure_ablations:
 
 rule figure_from_runs:
     input:
-        lambda w: files_of(FIGURE_RUNS[w.name](), names=FIGURE_FILES[w.name]),
+        lambda w: files_of(figure_runs(w.name), names=FIGURE_FILES[w.name]),
     output:
         pdf=f"{RESULTS}/figures/{{fig}}_{{name}}.pdf",
         png=report(
@@ -108,7 +108,7 @@ rule figure_from_runs:
         mem_mb=4000,
         runtime=20,
     params:
-        runs=lambda w: FIGURE_RUNS[w.name](),
+        runs=lambda w: figure_runs(w.name),
         stem=lambda w, output: output.pdf[: -len(".pdf")],
     shell:
         "python -m stabgap figure --kind {wildcards.name} --out {params.stem} {params.runs} > {log} 2>&1"

@@ -1,16 +1,17 @@
-# Stage 3: one training job per benchmark x method x seed, then its metrics.
+# Stage 3: one training job per benchmark x variant x seed (a method, with optional overrides, e.g.
+# ngm@lr=0.1), then its metrics. Snakemake's own job timings go to <results>/jobtimes/.
 
 
 rule train:
     input:
         stream=f"{RESULTS}/streams/{{benchmark}}.pt",
     output:
-        log=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/log.parquet",
-        summary=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/summary.json",
+        log=f"{RESULTS}/runs/{{benchmark}}/{{variant}}/seed{{seed}}/log.parquet",
+        summary=f"{RESULTS}/runs/{{benchmark}}/{{variant}}/seed{{seed}}/summary.json",
     log:
-        f"{RESULTS}/logs/train/{{benchmark}}/{{method}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/train/{{benchmark}}/{{variant}}/seed{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{benchmark}}/{{method}}/seed{{seed}}.tsv"
+        f"{RESULTS}/jobtimes/train/{{benchmark}}/{{variant}}/seed{{seed}}.tsv"
     # benchmarks under multi-run batching are trained by the batch rules below
     wildcard_constraints:
         benchmark="|".join(UNBATCHED_BENCHMARKS) or "(?!)",
@@ -31,7 +32,7 @@ rule train:
         run=run_params,
         out_dir=lambda w, output: str(Path(output.log).parent),
         # outside the declared outputs, so Snakemake never deletes it; a rerun resumes from it
-        checkpoint=lambda w: f"{RESULTS}/checkpoints/{w.benchmark}/{w.method}/seed{w.seed}.pt",
+        checkpoint=lambda w: f"{RESULTS}/checkpoints/{w.benchmark}/{w.variant}/seed{w.seed}.pt",
     shell:
         "python -m stabgap train --run {params.run:q} --stream {input.stream}"
         " --out-dir {params.out_dir} --checkpoint {params.checkpoint:q} >> {log} 2>&1"
@@ -57,7 +58,7 @@ for _bench, _i, _members in BATCHES:
         log:
             f"{RESULTS}/logs/train/{_bench}/batch{_i}.log",
         benchmark:
-            f"{RESULTS}/benchmarks/train/{_bench}/batch{_i}.tsv"
+            f"{RESULTS}/jobtimes/train/{_bench}/batch{_i}.tsv"
         group:
             batch_group(_bench, _i)
         conda:
@@ -78,12 +79,12 @@ for _bench, _i, _members in BATCHES:
 
 rule metrics:
     input:
-        log=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/log.parquet",
-        summary=f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/summary.json",
+        log=f"{RESULTS}/runs/{{benchmark}}/{{variant}}/seed{{seed}}/log.parquet",
+        summary=f"{RESULTS}/runs/{{benchmark}}/{{variant}}/seed{{seed}}/summary.json",
     output:
-        f"{RESULTS}/runs/{{benchmark}}/{{method}}/seed{{seed}}/metrics.json",
+        f"{RESULTS}/runs/{{benchmark}}/{{variant}}/seed{{seed}}/metrics.json",
     log:
-        f"{RESULTS}/logs/metrics/{{benchmark}}/{{method}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/metrics/{{benchmark}}/{{variant}}/seed{{seed}}.log",
     group:
         train_group
     conda:

