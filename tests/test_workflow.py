@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -44,10 +45,17 @@ register(Method("sgd_half", "plain SGD at half the usual learning rate", lr=0.00
 """
 
 
+def plugin_dir() -> Path:
+    """A folder outside the checkout holding the test's plugin module, for PYTHONPATH."""
+    folder = Path(tempfile.gettempdir()) / f"stabgap-test-plugin-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    (folder / "tiny_plugin.py").write_text(PLUGIN)
+    return folder
+
+
 def snakemake(workdir, *args, check=True, python=SNAKEMAKE[:1]):
-    (Path(workdir) / "tiny_plugin.py").write_text(PLUGIN)
     cmd = python + SNAKEMAKE[1:] + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(workdir), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(plugin_dir()), os.environ.get("PYTHONPATH")])))
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     if check and out.returncode != 0:
         raise AssertionError(f"snakemake failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
@@ -228,10 +236,9 @@ def test_bad_config_stops_before_any_job(tmp_path):
 
 def test_cli_run_outside_snakemake(tmp_path):
     cfg = write_config(tmp_path / "tiny.yaml", dict(TINY, results=str(tmp_path / "res")))
-    (tmp_path / "tiny_plugin.py").write_text(PLUGIN)  # the config names it; run from its folder
     out = subprocess.run([sys.executable, "-m", "stabgap", "run", "--config", str(cfg), "--benchmark",
                           "split_mnist", "--method", "ngm", "--seed", "3"], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=300, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+                         cwd=tmp_path, timeout=300, env=dict(os.environ, PYTHONPATH=str(plugin_dir())))
     assert out.returncode == 0, out.stderr
     log_path = tmp_path / "res" / "runs" / "split_mnist" / "ngm" / "seed3" / "log.parquet"
     assert f"log: {log_path}" in out.stdout
