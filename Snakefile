@@ -22,6 +22,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/cost.smk"
+include: "workflow/rules/reproduction.smk"
 
 
 rule all:
@@ -30,3 +31,4 @@ rule all:
         all_tables(),
         all_figures(),
         f"{RESULTS}/cost.md",
+        f"{RESULTS}/reproduction/comparison.csv",

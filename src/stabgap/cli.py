@@ -87,6 +87,14 @@ def cmd_tables(a) -> None:
         print(f"wrote {path}")
 
 
+def cmd_reproduction(a) -> None:
+    from .reproduction import write_reproduction
+
+    for path in write_reproduction(a.runs, a.out_dir, _json(a.datasets), reference=a.reference, claims=a.claims,
+                                   n_boot=a.bootstrap, k=a.k, alpha=a.alpha, seed=a.seed):
+        print(f"wrote {path}")
+
+
 def cmd_figure(a) -> None:
     from . import figures as F
 
@@ -212,6 +220,18 @@ def main(argv=None) -> None:
     s.add_argument("--ddof", type=int, default=0)
     s.add_argument("runs", nargs="+")
     s.set_defaults(func=cmd_sweep_table)
+
+    s = sub.add_parser("reproduction", help="run folders -> our numbers beside the paper's, and its claims tested")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--datasets", required=True, help="JSON {benchmark: its config dataset entry}")
+    s.add_argument("--reference", default=None, help="folder (or CSV) of reference values (default: the paper's)")
+    s.add_argument("--claims", default=None, help="claims YAML (default: the paper's)")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    s.add_argument("--k", type=float, default=2.0, help="consistent if |Δ| <= k·SE_Δ")
+    s.add_argument("--alpha", type=float, default=0.05, help="significance level of the claims' tests")
+    s.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    s.add_argument("runs", nargs="+", help="run folders of the main experiment")
+    s.set_defaults(func=cmd_reproduction)
 
     s = sub.add_parser("figure", help="run folders -> one figure (PDF and PNG)")
     s.add_argument("--kind", required=True,

@@ -1,0 +1,162 @@
+"""Did it reproduce? The comparison rule and the claims' tests on synthetic values with known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stabgap import reproduction as R
+
+PROTOCOLS = R.load_protocols()
+V1 = PROTOCOLS["v1"]
+
+
+def run(method="ngm", seed=42, **changes):
+    settings = {"iters_per_context": 200, "batch_size": 128, "eta": 0.4, "test_augment": False, "eval_every": 1,
+                "eval_subset": None, "eval_batch_size": 2500, "threads": 1, **changes}
+    resolved = dict(V1["methods"][method])
+    return {"benchmark": "split_mnist", "method": method, "seed": seed, "n_contexts": 5,
+            "run": {"variant": method, **settings}, "resolved_method": resolved}
+
+
+def group(values, method="ngm", family="seen", metric="avg_sg", dataset="mnist", n_test=2115, **changes):
+    g = R.Group("split_mnist", method, {"builder": dataset})
+    for i, v in enumerate(values):
+        metrics = {family: {metric: float(v), "sg": [float(v)]}}
+        g.runs.append((run(method, 42 + i, **changes), metrics, None))
+    g.cache["n_test"] = n_test
+    return g
+
+
+def reference(value, method="ngm", metric="avg_sg", family="seen", protocol="v1"):
+    return pd.DataFrame([{"version": "test", "table": "T", "family": family, "benchmark": "split_mnist", "method": method,
+                          "metric": metric, "value": value, "pm": 0.001, "protocol": protocol, "source": "synthetic"}])
+
+
+def row(groups, ref):
+    comp = R.compare(groups, ref, PROTOCOLS, n_boot=200)
+    return comp[comp.paper.notna()].iloc[0]
+
+
+VALUES = [0.020, 0.024, 0.018, 0.022, 0.021]  # mean 0.021
+
+
+def test_the_package_reference_loads_with_every_table():
+    ref = R.load_reference()
+    assert set(ref.version) == {"v1", "v2", "v3"} and set(ref.family) == {"task1_v1", "seen", "gain"}
+    one = ref[(ref.benchmark == "split_mnist") & (ref.method == "msgd") & (ref.metric == "sg_1")].iloc[0]
+    assert one.value == 1.0 and one.pm == 0.001 and one.protocol == "v1" and "released per-seed files" in one.source
+    assert np.isnan(ref[(ref.version == "v2") & (ref.benchmark == "split_mnist") & (ref.method == "ngm")].pm.iloc[0])
+
+
+def test_a_value_within_two_se_is_consistent_and_one_far_off_differs():
+    g = {("split_mnist", "ngm"): group(VALUES)}
+    ok = row(g, reference(0.0215))
+    assert ok.verdict == "consistent" and ok.ours == pytest.approx(0.021) and ok.seeds == 5
+    assert ok.se_delta == pytest.approx(np.sqrt(2) * ok.ours_se)
+    far = row(g, reference(0.10))
+    assert far.verdict == "differs" and far.delta == pytest.approx(0.021 - 0.10)
+
+
+def test_the_se_is_floored_at_one_test_image():
+    g = {("split_mnist", "ngm"): group([0.02] * 5, n_test=1000)}  # no spread at all
+    r = row(g, reference(0.0205))
+    assert r.ours_se == pytest.approx(1 / 1000) and r.verdict == "consistent"
+    acc = {("split_mnist", "ngm"): group([90.0] * 5, metric="avg_acc", n_test=1000)}
+    assert row(acc, reference(95.0, metric="avg_acc")).ours_se == pytest.approx(100 / 1000)
+
+
+def test_other_data_or_settings_or_fewer_seeds_are_not_comparable_with_the_reason():
+    for g, reason in ((group(VALUES, dataset="mnist5k"), "dataset mnist5k, the paper's mnist"),
+                      (group(VALUES, iters_per_context=100), "iters_per_context 100, the paper's 200"),
+                      (group(VALUES, test_augment=True), "test_augment True"),
+                      (group(VALUES[:3]), "3 seeds, the paper's 5")):
+        r = row({("split_mnist", "ngm"): g}, reference(0.0215))
+        assert r.verdict == "not comparable" and reason in r.note
+    lookalike = R.Group("split_mnist", "ngm", {"builder": "mnist", "check_md5": False}, runs=group(VALUES).runs)
+    lookalike.cache["n_test"] = 2115
+    assert "md5 checks off" in row({("split_mnist", "ngm"): lookalike}, reference(0.0215)).note
+    changed = group(VALUES)
+    changed.runs[0][0]["resolved_method"]["gamma"] = 0.5
+    assert "ngm.gamma 0.5, the paper's 0.9" in row({("split_mnist", "ngm"): changed}, reference(0.0215)).note
+
+
+def test_accepted_deviations_leave_a_row_comparable():
+    # another evaluation batch size and thread count, multi-run batching: memory and speed only
+    g = group(VALUES, eval_batch_size=500, threads=4, batch_runs=5)
+    assert row({("split_mnist", "ngm"): g}, reference(0.0215)).verdict == "consistent"
+
+
+def test_rows_without_runs_or_without_a_paper_value():
+    comp = R.compare({("split_mnist", "ngm"): group(VALUES)}, reference(0.02, method="msgd"), PROTOCOLS, n_boot=50)
+    assert comp[comp.method == "msgd"].verdict.tolist() == ["not run"]
+    assert set(comp[comp.method == "ngm"].verdict) == {"not in the paper", "not in ours"}
+
+
+# ---------------------------------------------------------------- claims
+
+def claim(kind="superiority", **extra):
+    base = {"id": "t", "text": "synthetic", "kind": kind, "family": "seen", "metric": "avg_sg", "better": "lower",
+            "method": "ngm", "versus": ["msgd"], "benchmarks": ["split_mnist"]}
+    return {**base, **extra}
+
+
+def evaluate(c, a, b, metric="avg_sg"):
+    groups = {("split_mnist", "ngm"): group(a, metric=metric), ("split_mnist", "msgd"): group(b, "msgd", metric=metric)}
+    rows, summary = R.evaluate_claims([c], groups, PROTOCOLS, n_boot=200)
+    return rows.iloc[0], summary.iloc[0]
+
+
+def test_superiority_holds_fails_or_is_too_noisy_to_tell():
+    low, high = [0.02, 0.021, 0.019, 0.022, 0.018], [0.27, 0.26, 0.28, 0.25, 0.27]
+    r, s = evaluate(claim(), low, high)
+    assert r.verdict == "holds" and r.p_welch < 0.05 and r.p_mwu < 0.05 and r.ci_high < 0 and s.summary == "holds on 1 of 1"
+    assert evaluate(claim(), high, low)[0].verdict == "does not hold"
+    noisy_a, noisy_b = [0.1, 0.3, 0.05, 0.4, 0.2], [0.2, 0.1, 0.35, 0.15, 0.3]
+    assert evaluate(claim(), noisy_a, noisy_b)[0].verdict == "inconclusive"
+
+
+def test_non_inferiority_against_a_margin():
+    c = claim("noninferiority", metric="avg_acc", better="higher", margin=1.0)
+    same = [94.0, 94.2, 93.9, 94.1, 94.0]
+    assert evaluate(c, same, [94.1, 94.0, 94.2, 93.9, 94.1], "avg_acc")[0].verdict == "holds"
+    assert evaluate(c, [90.0, 90.2, 89.9, 90.1, 90.0], same, "avg_acc")[0].verdict == "does not hold"
+    wide = [90.0, 98.0, 92.0, 97.0, 94.0]  # mean 94.2, but too spread to exclude a 1-point loss
+    assert evaluate(c, wide, same, "avg_acc")[0].verdict == "inconclusive"
+
+
+def test_gain_slopes_positive_or_flat():
+    def gains(slopes):
+        g = R.Group("split_mnist", "ngm", {"builder": "mnist"})
+        for i, s in enumerate(slopes):
+            g.runs.append((run("ngm", 42 + i), {}, None))
+        stages = np.arange(1, 6)
+        rng = np.random.default_rng(0)
+        per_seed = np.array([1.5 + s * stages + rng.normal(0, 0.01, 5) for s in slopes])
+        for k in stages:
+            g.cache[("gain", f"gain_{k}")] = per_seed[:, k - 1]
+        return {("split_mnist", "ngm"): g}
+
+    up = claim("slope", family="gain", metric="gain", slope="positive", versus=None)
+    assert R.evaluate_claims([up], gains([0.15, 0.12, 0.14, 0.16, 0.13]), PROTOCOLS)[0].verdict.iloc[0] == "holds"
+    assert R.evaluate_claims([up], gains([-0.1, -0.12, -0.09, -0.11, -0.1]), PROTOCOLS)[0].verdict.iloc[0] == "does not hold"
+    flat = claim("slope", family="gain", metric="gain", slope="flat", margin=0.05, versus=None)
+    assert R.evaluate_claims([flat], gains([0.0, 0.01, -0.01, 0.0, 0.005]), PROTOCOLS)[0].verdict.iloc[0] == "holds"
+    assert R.evaluate_claims([flat], gains([0.2, 0.21, 0.19, 0.2, 0.22]), PROTOCOLS)[0].verdict.iloc[0] == "does not hold"
+
+
+def test_a_claim_over_several_benchmarks_is_summarised_and_other_data_is_not_comparable():
+    c = claim(benchmarks=["split_mnist", "split_cifar10"], versus=["msgd"])
+    groups = {("split_mnist", "ngm"): group([0.02, 0.021, 0.019, 0.022, 0.018]),
+              ("split_mnist", "msgd"): group([0.27, 0.26, 0.28, 0.25, 0.27], "msgd")}
+    rows, summary = R.evaluate_claims([c], groups, PROTOCOLS, n_boot=100)
+    assert rows.verdict.tolist() == ["holds", "not run"] and summary.summary.iloc[0] == "holds on 1 of 1; 1 not run"
+    other = {k: group(v, k[1], dataset="mnist5k") for k, v in
+             ((("split_mnist", "ngm"), [0.02, 0.021, 0.019, 0.022, 0.018]), (("split_mnist", "msgd"), [0.27] * 5))}
+    r = R.evaluate_claims([claim()], other, PROTOCOLS, n_boot=100)[0].iloc[0]
+    assert r.verdict == "not comparable" and r.note.startswith("holds on our runs, but dataset mnist5k")
+
+
+def test_the_paper_claims_are_declared_for_every_kind():
+    claims = R.load_claims()
+    assert {c["kind"] for c in claims} == {"superiority", "noninferiority", "slope"}
+    assert all(c.get("margin") is not None for c in claims if c["kind"] == "noninferiority")

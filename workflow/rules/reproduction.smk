@@ -1,0 +1,54 @@
+# Stage 6: did it reproduce? Our numbers beside the paper's (the reference data of the package, or
+# the config's reproduction.reference), each row consistent / differs / not comparable, and the
+# paper's claims tested on our per-seed values (stabgap.reproduction). The report opens with it.
+
+
+rule reproduction:
+    input:
+        files_of(group_runs("main")),
+    output:
+        [
+            report_item(
+                f"{RESULTS}/reproduction/{name}.html",
+                caption=f"../report/reproduction_{name}.rst",
+                category="1. Reproduction",
+            )
+            for name in ("claims", "comparison")
+        ],
+        [
+            f"{RESULTS}/reproduction/{name}.{ext}"
+            for name in ("claims", "comparison")
+            for ext in ("csv", "md", "tex")
+        ],
+        pdf=f"{RESULTS}/reproduction/figure.pdf",
+        png=report(
+            f"{RESULTS}/reproduction/figure.png",
+            caption="../report/reproduction_figure.rst",
+            category="1. Reproduction",
+        ),
+    log:
+        f"{RESULTS}/logs/reproduction.log",
+    conda:
+        "../../envs/stabgap.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        runs=group_runs("main"),
+        datasets=lambda w: json.dumps(
+            {
+                b: config["datasets"][s["dataset"]]
+                for b, s in config["benchmarks"].items()
+            },
+            sort_keys=True,
+        ),
+        options=lambda w: " ".join(
+            f"--{key} {shlex.quote(str(value))}"
+            for key, value in config["reproduction"].items()
+            if value is not None
+        ),
+        out_dir=lambda w, output: str(Path(output.pdf).parent),
+    shell:
+        "python -m stabgap reproduction --out-dir {params.out_dir} --datasets {params.datasets:q}"
+        " {params.options} {params.runs} > {log} 2>&1"
