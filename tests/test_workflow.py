@@ -260,6 +260,7 @@ def test_plain_install_runs_from_any_folder(tmp_path):
                           "--target", str(target), str(source)], capture_output=True, text=True, timeout=600)
     assert pip.returncode == 0, pip.stderr
     assert (target / "stabgap" / "schemas" / "config.schema.yaml").is_file()
+    assert (target / "stabgap" / "reference" / "v1_table1.csv").is_file() and (target / "stabgap" / "reference" / "claims.yaml").is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     cfg = dict(TINY, results=str(elsewhere / "res"), seeds=[1], plugins=[])
