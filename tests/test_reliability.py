@@ -137,6 +137,60 @@ def test_bad_configs_name_the_key_the_value_and_what_is_allowed(tmp_path):
     assert "datasets.mnist5k.test_per_klass" in msg and "test_per_class" in msg
 
 
+def stream_config(bench, stream, dataset="mnist5k", builder="mnist5k", **extra):
+    config = {"results": "results", "datasets": {dataset: {"builder": builder}},
+              "benchmarks": {bench: {"dataset": dataset, "iters_per_context": 2, "batch_size": 4, "eta": 0.4,
+                                     "stream": stream}},
+              "methods": {"sgd": None}, "seeds": [1], **extra}
+    return config
+
+
+@pytest.mark.parametrize("bench, builder, stream, key, says", [
+    ("split_mnist", "mnist5k", {"classes": [[0, 1], [2, 99]]}, "classes", "[99] not in the dataset's 10 classes"),
+    ("split_mnist", "mnist5k", {"classes": [[0, 1], [1, 2]]}, "classes", "class(es) [1] appear more than once"),
+    ("split_mnist", "mnist5k", {"classes": [[0, 1], []]}, "classes", "non-empty lists"),
+    ("split_mnist", "mnist5k", {"classes": []}, "classes", "a non-empty list"),
+    ("rotated_mnist", "mnist5k", {"angles": []}, "angles", "a non-empty list of finite angles"),
+    ("rotated_mnist", "mnist5k", {"angles": [0, "ninety"]}, "angles", "finite angles in degrees"),
+    ("permuted_mnist", "mnist5k", {"n_contexts": 0}, "n_contexts", "from 1 up"),
+    ("permuted_mnist", "mnist5k", {"permutation_seed": -1}, "permutation_seed", "RandomState"),
+    ("split_cifar10", "cifar10", {"classes": [[0, 1], [10, 11]]}, "classes", "class ids 0..9"),
+    ("domain_cifar100_v1", "cifar100", {"superclasses": [0, 20]}, "superclasses", "superclass ids 0..19"),
+    ("domain_cifar100_v2", "cifar100", {"n_contexts": 6}, "n_contexts", "from 1 to 5"),
+    ("split_miniimagenet", "miniimagenet", {"n_contexts": 11, "classes_per_context": 10}, "n_contexts",
+     "within the dataset's 100 classes"),
+    ("split_mnist", "mnist5k", {"clases": [[0, 1]]}, "clases", "not a parameter of split_mnist; it takes: classes"),
+])
+def test_every_stream_parameter_is_checked_against_the_dataset_at_plan_time(bench, builder, stream, key, says):
+    from stabgap.config import check_config, validate_schema
+
+    config = stream_config(bench, stream, dataset=builder, builder=builder)
+    validate_schema(config)
+    with pytest.raises(ConfigError) as e:
+        check_config(config)
+    msg = str(e.value)
+    assert f"benchmarks.{bench}.stream.{key}: {stream[key]!r} is not allowed" in msg and says in msg
+    assert "nothing was run" in msg
+
+
+def test_an_eval_subset_larger_than_a_task_is_refused_and_a_dry_run_stops_too(tmp_path):
+    from stabgap.config import check_config, validate_schema
+
+    config = stream_config("split_mnist", {"classes": [[0, 1], [2, 3]]}, evaluation={"subset": 500})
+    config["datasets"]["mnist5k"]["test_per_class"] = 50
+    validate_schema(config)
+    with pytest.raises(ConfigError, match=r"evaluation.subset: 500 .* smallest task has 100"):
+        check_config(config)
+    # a dry run stops with the message too: the check is plan time, not job time
+    bad_angles = stream_config("rotated_mnist", {"angles": []})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(bad_angles))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", f"{repo}/Snakefile", "--directory", str(tmp_path),
+                          "--configfile", str(tmp_path / "c.yaml"), "-n"], capture_output=True, text=True)
+    assert out.returncode != 0 and "benchmarks.rotated_mnist.stream.angles: [] is not allowed" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_missing_raw_data_stops_the_workflow_before_any_job(tmp_path):
     config = {"results": "results", "data_root": str(tmp_path / "raw"),
               "datasets": {"mnist": {"builder": "mnist", "download": False}},

@@ -36,7 +36,19 @@ class Benchmark:
     data: tuple[str, ...] = ()  # the dataset builders (data.DATASETS) it can be cut from; () = any
     augment: str | None = None  # "cifar": random crop 32 pad 4 + horizontal flip on training batches
     batchable: bool = True  # its runs may train as one batch of models (compute.batch_runs)
+    # (stream params, the dataset's data.Source) -> [(param, value, what is allowed)]: checked at plan time
+    check: Callable[[dict, object], list[tuple[str, object, str]]] | None = None
     description: str = ""
+
+    def stream_errors(self, params: dict, source) -> list[tuple[str, object, str]]:
+        """What is wrong with a config's stream parameters, before any data is read: unknown names,
+        then the benchmark's own check against what the dataset holds (its registry entry)."""
+        import inspect
+
+        known = [n for n in inspect.signature(self.contexts).parameters if n not in ("train_y", "test_y", "data")]
+        errors = [(k, params[k], f"not a parameter of {self.name}; it takes: {', '.join(known) or '(none)'}")
+                  for k in params if k not in known]
+        return errors + (self.check(params, source) if self.check and not errors else [])
 
 
 BENCHMARKS: dict[str, Benchmark] = {}
@@ -170,30 +182,96 @@ def _blocks_test_sizes(params, per_class):
     return [int(params.get("classes_per_context", 10)) * per_class[0]] * int(params.get("n_contexts", 5))
 
 
+# ---------------------------------------------------------------- stream parameter checks (plan time)
+# Each returns [(param, value, what is allowed)]; `source` is the dataset's registry entry (data.Source).
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_class_sets(params, source):
+    classes = params.get("classes", [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]])
+    allowed = f"a non-empty list of disjoint, non-empty lists of class ids 0..{source.num_classes - 1}"
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, list) and c for c in classes):
+        return [("classes", classes, allowed)]
+    ids = [c for cls in classes for c in cls]
+    bad = [c for c in ids if not _is_int(c) or not 0 <= c < source.num_classes]
+    if bad:
+        return [("classes", classes, f"{allowed}; {bad} not in the dataset's {source.num_classes} classes")]
+    twice = sorted({c for c in ids if ids.count(c) > 1})
+    if twice:
+        return [("classes", classes, f"{allowed}; class(es) {twice} appear more than once")]
+    return []
+
+
+def _check_count(params, key, default, low, high=None, what="contexts"):
+    n = params.get(key, default)
+    if not _is_int(n) or n < low or (high is not None and n > high):
+        return [(key, n, f"a whole number of {what} from {low}" + (f" to {high}" if high is not None else " up"))]
+    return []
+
+
+def _check_permuted(params, source):
+    errors = _check_count(params, "n_contexts", 3, 1)
+    seed = params.get("permutation_seed", 42)
+    if not _is_int(seed) or not 0 <= seed < 2**32:
+        errors.append(("permutation_seed", seed, "a whole number from 0 to 2**32 - 1 (numpy's RandomState seed)"))
+    return errors
+
+
+def _check_angles(params, source):
+    angles = params.get("angles", [0, 80, 160])
+    if not isinstance(angles, list) or not angles or not all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) and np.isfinite(a) for a in angles):
+        return [("angles", angles, "a non-empty list of finite angles in degrees, one per context")]
+    return []
+
+
+def _check_superclasses(params, source):
+    sc = params.get("superclasses", [0, 1, 2])
+    n = 20  # CIFAR-100's coarse classes
+    if (not isinstance(sc, list) or not sc or not all(_is_int(c) and 0 <= c < n for c in sc)
+            or len(set(sc)) != len(sc)):
+        return [("superclasses", sc, f"a non-empty list of distinct superclass ids 0..{n - 1}")]
+    return []
+
+
+def _check_blocks(params, source):
+    errors = _check_count(params, "n_contexts", 5, 1) + _check_count(params, "classes_per_context", 10, 1,
+                                                                      what="classes")
+    if not errors:
+        n, c = params.get("n_contexts", 5), params.get("classes_per_context", 10)
+        if n * c > source.num_classes:
+            errors.append(("n_contexts", n, f"n_contexts × classes_per_context ({n} × {c}) within the dataset's "
+                                            f"{source.num_classes} classes"))
+    return errors
+
+
 # ---------------------------------------------------------------- the paper's benchmarks
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 register(Benchmark("split_mnist", "class-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _split_pairs,
-                   _pairs_test_sizes, title="Split MNIST", data=("mnist", "mnist5k"), description="5 contexts adding class pairs {0,1}, {2,3}, ..."))
+                   _pairs_test_sizes, title="Split MNIST", data=("mnist", "mnist5k"), check=_check_class_sets, description="5 contexts adding class pairs {0,1}, {2,3}, ..."))
 register(Benchmark("permuted_mnist", "domain-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _permuted_mnist,
-                   _whole_test_sizes("n_contexts", 3), title="Permuted MNIST", data=("mnist", "mnist5k"),
+                   _whole_test_sizes("n_contexts", 3), title="Permuted MNIST", data=("mnist", "mnist5k"), check=_check_permuted,
                    description="identity, then fixed pixel permutations P1, P2 (RandomState(42))"))
 register(Benchmark("rotated_mnist", "domain-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _rotated_mnist,
-                   _whole_test_sizes("angles", [0, 80, 160]), title="Rotated MNIST", data=("mnist", "mnist5k"),
+                   _whole_test_sizes("angles", [0, 80, 160]), title="Rotated MNIST", data=("mnist", "mnist5k"), check=_check_angles,
                    description="rotations by 0°, 80°, 160°"))
 register(Benchmark("split_cifar10", "class-incremental", "resnet18_slim", 10, CIFAR_MEAN, CIFAR_STD, _split_pairs,
-                   _pairs_test_sizes, title="Split CIFAR-10", data=("cifar10",), augment="cifar",
+                   _pairs_test_sizes, title="Split CIFAR-10", data=("cifar10",), check=_check_class_sets, augment="cifar",
                    description="5 contexts adding class pairs (airplane+automobile, ...)"))
 register(Benchmark("domain_cifar100_v1", "class-incremental", "resnet18_slim", 100, CIFAR_MEAN, CIFAR_STD,
-                   _domain_cifar100_v1, _v1_test_sizes, title="Domain CIFAR-100 (v1)", data=("cifar100",), augment="cifar",
+                   _domain_cifar100_v1, _v1_test_sizes, title="Domain CIFAR-100 (v1)", data=("cifar100",), check=_check_superclasses, augment="cifar",
                    description="aquatic mammals, +fish, +flowers; 100-way fine labels (v1)"))
 register(Benchmark("domain_cifar100_v2", "domain-incremental", "resnet18_slim", 20, CIFAR_MEAN, CIFAR_STD,
-                   _domain_cifar100_v2, _v2_test_sizes, title="Domain CIFAR-100 (v2)", data=("cifar100",), augment="cifar",
+                   _domain_cifar100_v2, _v2_test_sizes, title="Domain CIFAR-100 (v2)", data=("cifar100",),
+                   check=lambda p, s: _check_count(p, "n_contexts", 3, 1, 5), augment="cifar",
                    description="20-way superclass labels, one new fine class per superclass per context (v2)"))
 # mini-ImageNet's normalisation and augmentation are not stated anywhere we could read (assumed):
 # ImageNet statistics, no augmentation.
 register(Benchmark("split_miniimagenet", "class-incremental", "resnet18_slim", 100, IMAGENET_MEAN, IMAGENET_STD,
-                   _split_blocks, _blocks_test_sizes, title="Split mini-ImageNet", data=("miniimagenet",),
+                   _split_blocks, _blocks_test_sizes, title="Split mini-ImageNet", data=("miniimagenet",), check=_check_blocks,
                    description="contexts of 10 consecutive classes, 84×84 (v2)"))

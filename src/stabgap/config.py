@@ -74,6 +74,30 @@ def load_plugins_from_env() -> None:
     load_plugins([n for n in os.environ.get(PLUGINS_ENV, "").split(",") if n])
 
 
+def check_stream(config: dict, name: str) -> None:
+    """A benchmark's stream parameters, and the evaluation subset, against what its dataset holds
+    (its registry entry): before any job, in a dry run too."""
+    from .benchmarks import BENCHMARKS
+    from .data import DATASETS
+
+    bench = config["benchmarks"][name]
+    dataset = config["datasets"][bench["dataset"]]
+    source = DATASETS.get(dataset.get("builder"))
+    if source is None:
+        return  # an unknown builder is reported with its own message
+    for key, value, allowed in BENCHMARKS[name].stream_errors(bench.get("stream") or {}, source):
+        raise ConfigError(f"benchmarks.{name}.stream.{key}: {value!r} is not allowed: {allowed} "
+                          f"(fix the config; nothing was run)")
+    subset = config.get("evaluation", {}).get("subset")
+    if subset:
+        options = {k: v for k, v in dataset.items() if k != "builder"}
+        sizes = BENCHMARKS[name].test_sizes(bench.get("stream") or {}, source.test_per_class(options))
+        if subset > min(sizes):
+            raise ConfigError(f"evaluation.subset: {subset} test images per task, but {name}'s smallest task has "
+                              f"{min(sizes)} (its tasks: {sizes}); choose at most {min(sizes)} or null "
+                              f"(fix the config; nothing was run)")
+
+
 def check_config(config: dict) -> None:
     """What a schema cannot say: names must exist in the registries, references must resolve."""
     load_plugins(config.get("plugins", []))
@@ -94,6 +118,7 @@ def check_config(config: dict) -> None:
         if BENCHMARKS[name].data and builder not in BENCHMARKS[name].data:
             raise ConfigError(f"benchmarks.{name}.dataset: {bench['dataset']!r} is built by {builder!r}, but {name} "
                               f"is cut from {' or '.join(BENCHMARKS[name].data)} data")
+        check_stream(config, name)
     for name, ds in config["datasets"].items():
         if ds["builder"] not in DATASETS:
             raise ConfigError(f"datasets.{name}.builder: unknown builder {ds['builder']!r}; "
