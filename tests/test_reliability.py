@@ -96,7 +96,43 @@ def test_checkpoint_of_other_settings_is_not_resumed(stream_file, tmp_path):
     out = subprocess.run(train_cmd(run, stream_file, tmp_path / "b", "--checkpoint", str(ckpt)),
                          capture_output=True, text=True)
     assert out.returncode == 0 and "belongs to other settings" in out.stderr
+    assert (tmp_path / "c.pt.set-aside").exists()  # set aside, not deleted
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["resumed_from"] is None
+
+
+def test_a_truncated_checkpoint_is_set_aside_and_the_run_starts_over(stream_file, tmp_path):
+    ckpt = tmp_path / "c.pt"
+    run = run_for("ngm", iters=60)
+    out = subprocess.run(train_cmd(run, stream_file, tmp_path / "a", "--checkpoint", str(ckpt), "--checkpoint-every",
+                                   "50", "--keep-checkpoint"), capture_output=True, text=True)
+    assert out.returncode == 0
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # a kill while copying, a full disk, ...
+    out = subprocess.run(train_cmd(run, stream_file, tmp_path / "b", "--checkpoint", str(ckpt)),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "is unreadable" in out.stderr and "set aside as c.pt.set-aside" in out.stderr
+    assert (tmp_path / "c.pt.set-aside").exists() and not ckpt.exists()
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["resumed_from"] is None
+    assert (tmp_path / "b" / "log.parquet").read_bytes() == (tmp_path / "a" / "log.parquet").read_bytes()
+
+
+def test_a_failing_write_names_the_path_and_leaves_no_partial_file(stream_file, tmp_path):
+    """A full disk, seen through a file-size limit (RLIMIT_FSIZE: root ignores read-only permissions)."""
+    import resource
+
+    run = run_for("sgd", iters=60)
+    out_dir = tmp_path / "run"
+    out_dir.mkdir()
+    (out_dir / "summary.json").write_text('{"earlier": true}')  # an earlier output must stay intact
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000, 2_000))  # the log.parquet is larger
+
+    out = subprocess.run(train_cmd(run, stream_file, out_dir), capture_output=True, text=True, preexec_fn=limit)
+    assert out.returncode != 0
+    assert f"could not write {out_dir / 'log.parquet'}" in out.stderr and "File too large" in out.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == ["summary.json"]  # no log, no temp file
+    assert (out_dir / "summary.json").read_text() == '{"earlier": true}'
 
 
 def bad(tmp_path, change):

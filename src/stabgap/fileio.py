@@ -56,6 +56,11 @@ def atomic_write(path, mode="wb"):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; make the result readable like a normal file
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a file-size limit, a quota: say which file, keep the old one
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); nothing was left under its "
+                                 f"name and any earlier version is intact. Free space (or raise the limit) and rerun") from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,25 +77,31 @@ def save_checkpoint(trainer: Trainer, path, run_hash: str, train_seconds: float)
     atomic_write_bytes(path, buf.getvalue())
 
 
+def set_aside(path: Path, why: str, progress=sys.stderr) -> Path:
+    """Move a checkpoint that cannot be resumed from out of the way (`<name>.set-aside`, replacing an
+    older one), say so in the job's log, and let the run start from iteration 0: never a crash loop."""
+    aside = path.with_name(path.name + ".set-aside")
+    os.replace(path, aside)
+    print(f"checkpoint {path} {why}; set aside as {aside.name}, starting from iteration 0", file=progress, flush=True)
+    return aside
+
+
 def load_checkpoint(path, run_hash: str, device: torch.device, progress=sys.stderr) -> dict | None:
     """The checkpoint at `path` if it belongs to a run with these exact settings, written by this
-    trainer's format, else None (any other checkpoint is removed, never resumed from)."""
+    trainer's format, else None (any other checkpoint is set aside, never resumed from)."""
     path = Path(path)
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # a truncated or corrupted checkpoint: start over, say so
-        print(f"checkpoint {path} is unreadable ({err}); starting from iteration 0", file=progress)
-        path.unlink()
+        set_aside(path, f"is unreadable ({type(err).__name__}: {err})", progress)
         return None
-    if state.get("run_hash") != run_hash:
-        print(f"checkpoint {path} belongs to other settings; removed, starting from iteration 0", file=progress)
-        path.unlink()
+    if not isinstance(state, dict) or state.get("run_hash") != run_hash:
+        set_aside(path, "belongs to other settings", progress)
         return None
     if state.get("trainer", {}).get("format") != Trainer.CHECKPOINT_FORMAT:
-        print(f"checkpoint {path} was written by an older trainer; removed, starting from iteration 0", file=progress)
-        path.unlink()
+        set_aside(path, "was written by an older trainer", progress)
         return None
     return state
 
