@@ -278,6 +278,30 @@ def test_plain_install_runs_from_any_folder(tmp_path):
     assert summary["git_commit"] == "not a checkout" and summary["git_dirty"] is None
 
 
+def test_a_second_invocation_on_the_same_results_stops_at_once_with_what_to_do(tmp_path):
+    import signal
+    import time
+
+    cfg = write_config(tmp_path / "tiny.yaml", {k: v for k, v in TINY.items() if k not in ("ablations", "lr_sweep", "plugins")})
+    first = subprocess.Popen(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+                                          str(cfg), "--cores", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        locks = tmp_path / ".snakemake" / "locks"
+        deadline = time.monotonic() + 120
+        while not (locks.is_dir() and any(locks.iterdir())) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any(locks.iterdir()), "the first invocation never took its lock"
+        start = time.monotonic()
+        second = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", check=False)
+        text = second.stdout + second.stderr
+        assert second.returncode != 0 and time.monotonic() - start < 60
+        assert "Directory cannot be locked" in text and "--unlock" in text
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait(timeout=120)
+
+
 def test_lint_and_format_are_clean():
     lint = subprocess.run(SNAKEMAKE + ["--lint"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert lint.returncode == 0 and "good condition" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
