@@ -329,7 +329,8 @@ def test_superiority(a, b, better: str, alpha: float, n_boot: int, seed: int) ->
         welch = 0.0 if (diff < 0 if better == "lower" else diff > 0) else 1.0
     wrong_side = lo > 0 if better == "lower" else hi < 0
     verdict = "holds" if welch < alpha and mwu < alpha else "does not hold" if wrong_side else "inconclusive"
-    return {"verdict": verdict, "diff": diff, "ci_low": lo, "ci_high": hi, "p_welch": float(welch), "p_mwu": float(mwu)}
+    return {"verdict": verdict, "diff": diff, "ci_low": lo, "ci_high": hi, "p_welch": float(welch), "p_mwu": float(mwu),
+            "tests": "Welch, Mann-Whitney U"}
 
 
 def test_noninferiority(a, b, better: str, margin: float, alpha: float, n_boot: int, seed: int) -> dict:
@@ -347,7 +348,8 @@ def test_noninferiority(a, b, better: str, margin: float, alpha: float, n_boot: 
         inside = diff + shift > 0 if better == "higher" else diff + shift < 0
         p_ok, p_bad = (0.0, 1.0) if inside else (1.0, 0.0)
     verdict = "holds" if p_ok < alpha else "does not hold" if p_bad < alpha else "inconclusive"
-    return {"verdict": verdict, "diff": diff, "ci_low": lo, "ci_high": hi, "p_welch": float(p_ok), "p_mwu": math.nan}
+    return {"verdict": verdict, "diff": diff, "ci_low": lo, "ci_high": hi, "p_welch": float(p_ok), "p_mwu": math.nan,
+            "tests": "Welch vs margin"}
 
 
 def test_slope(s, kind: str, margin: float, alpha: float, n_boot: int, seed: int) -> dict:
@@ -364,11 +366,11 @@ def test_slope(s, kind: str, margin: float, alpha: float, n_boot: int, seed: int
         w = stats.wilcoxon(s, alternative="greater").pvalue if np.any(s != 0) else 1.0
         p_neg = stats.ttest_1samp(s, 0.0, alternative="less").pvalue
         verdict = "holds" if p < alpha and w < alpha else "does not hold" if p_neg < alpha else "inconclusive"
-        return {**out, "verdict": verdict, "p_welch": float(p), "p_mwu": float(w)}
+        return {**out, "verdict": verdict, "p_welch": float(p), "p_mwu": float(w), "tests": "t-test, Wilcoxon"}
     p_ok = stats.ttest_1samp(s, margin, alternative="less").pvalue
     p_bad = stats.ttest_1samp(s, margin, alternative="greater").pvalue
     verdict = "holds" if p_ok < alpha else "does not hold" if p_bad < alpha else "inconclusive"
-    return {**out, "verdict": verdict, "p_welch": float(p_ok), "p_mwu": math.nan}
+    return {**out, "verdict": verdict, "p_welch": float(p_ok), "p_mwu": math.nan, "tests": "t-test vs margin"}
 
 
 def evaluate_claims(claims: list[dict], groups: dict, protocols: dict, alpha: float = 0.05, n_boot: int = 1000,
@@ -383,7 +385,7 @@ def evaluate_claims(claims: list[dict], groups: dict, protocols: dict, alpha: fl
             others = [groups.get((bench, v)) for v in versus if v is not None]
             base = {"claim": str(claim["id"]), "text": claim["text"], "benchmark": bench, "method": claim["method"],
                     "versus": "", "n": 0, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                    "p_welch": math.nan, "p_mwu": math.nan, "margin": claim.get("margin", math.nan), "note": ""}
+                    "p_welch": math.nan, "p_mwu": math.nan, "tests": "", "margin": claim.get("margin", math.nan), "note": ""}
             if mine is None or mine.n < 2 or any(o is None or o.n < 2 for o in others):
                 claim_rows.append({**base, "versus": ", ".join(v for v in versus if v), "verdict": "not run",
                                    "note": "needs at least 2 seeds of every method"})
@@ -449,10 +451,11 @@ def claims_display(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=["claim", "benchmark", "comparison", "verdict"])
     lines = rows.assign(
-        comparison=[f"{method_label(m)} vs {method_label(v)}" if v else method_label(m) for m, v in zip(rows.method, rows.versus)],
+        comparison=[f"{method_label(m)} vs " + ", ".join(method_label(x.strip()) for x in v.split(",")) if v else method_label(m)
+                    for m, v in zip(rows.method, rows.versus.fillna(""))],
         difference=[f"{_num(d)} [{_num(lo)}, {_num(hi)}]" for d, lo, hi in zip(rows["diff"], rows.ci_low, rows.ci_high)],
-        p=[f"Welch {_num(a, 4)}" + (f", MWU {_num(b, 4)}" if math.isfinite(b) else "") if math.isfinite(a) else ""
-           for a, b in zip(rows.p_welch, rows.p_mwu)])
+        p=[f"{t}: " + _num(a, 4) + (f", {_num(b, 4)}" if math.isfinite(b) else "") if math.isfinite(a) else ""
+           for t, a, b in zip(rows.tests.fillna(""), rows.p_welch, rows.p_mwu)])
     lines = lines.merge(summary[["claim", "summary"]], on="claim")
     return lines[["claim", "summary", "benchmark", "comparison", "n", "difference", "p", "verdict", "note"]].rename(
         columns={"difference": "difference [95% CI]", "n": "seeds"})
