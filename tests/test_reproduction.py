@@ -160,3 +160,14 @@ def test_the_paper_claims_are_declared_for_every_kind():
     claims = R.load_claims()
     assert {c["kind"] for c in claims} == {"superiority", "noninferiority", "slope"}
     assert all(c.get("margin") is not None for c in claims if c["kind"] == "noninferiority")
+
+
+def test_a_users_own_reference_folder_replaces_the_papers(tmp_path):
+    reference(0.0215).to_csv(tmp_path / "mine.csv", index=False)
+    ref = R.load_reference(tmp_path)
+    assert len(ref) == 1 and ref.source.iloc[0] == "synthetic"
+    assert R.load_protocols(tmp_path) == PROTOCOLS  # no protocols.yaml of its own: the paper's
+    assert row({("split_mnist", "ngm"): group(VALUES)}, ref).verdict == "consistent"
+    (tmp_path / "bad.csv").write_text("benchmark,value\nsplit_mnist,1\n")
+    with pytest.raises(ValueError, match="lacks the column"):
+        R.load_reference(tmp_path)
