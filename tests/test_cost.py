@@ -85,3 +85,17 @@ def test_cost_module_imports_no_torch():
     code = "import sys, stabgap.cost; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("iters, n_tasks, every, augment", [(7, 3, 3, True), (10, 2, 1, False), (5, 4, 7, True),
+                                                            (6, 2, 6, False)])
+def test_run_work_in_closed_form_equals_the_sum_over_iterations(iters, n_tasks, every, augment):
+    r = {"benchmark": "split_cifar10", "iters_per_context": iters, "batch_size": 4, "eval_every": every,
+         "eval_subset": None, "test_augment": augment}
+    sizes = [10 * (j + 1) for j in range(n_tasks)]
+    work = cost.run_work(r, sizes, (3, 32, 32))
+    per_iteration = cost.iteration_flops(r, sizes, (3, 32, 32))
+    assert work["train_flops"] + work["eval_flops"] == pytest.approx(sum(per_iteration), rel=1e-12)
+    assert work["evaluations"] == len(cost.eval_schedule(iters, n_tasks, every))
+    huge = cost.run_work({**r, "iters_per_context": 10**12}, sizes, (3, 32, 32))  # planning allocates nothing per iteration
+    assert huge["iterations"] == 10**12 * n_tasks

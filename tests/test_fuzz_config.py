@@ -72,7 +72,9 @@ def plan(config):
     config_cost(config, groups, run_config)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI runs the same examples every time (a failure found at random once led here:
+# iters_per_context 10**9 made the cost model list 10**9 iterations)
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(mutants())
 def test_a_mutant_passes_and_plans_or_stops_with_an_error_naming_a_key(config):
     try:

@@ -160,14 +160,28 @@ def iteration_flops(run: dict, test_sizes: list[int], image: tuple[int, int, int
     return costs
 
 
+def evaluations_per_context(iters_per_context: int, n_contexts: int, every: int) -> list[int]:
+    """How many iterations of each context eval_schedule evaluates, counted without listing them."""
+    I = iters_per_context
+    return [k * I // every - (k - 1) * I // every + (1 if (k * I) % every else 0) for k in range(1, n_contexts + 1)]
+
+
 def run_work(run: dict, test_sizes: list[int], image: tuple[int, int, int]) -> dict:
-    """A run's FLOPs for training and evaluation, its iterations and evaluations."""
+    """A run's FLOPs for training and evaluation, its iterations and evaluations: the sums of
+    iteration_flops, in closed form (planning must not allocate a list per iteration)."""
     net, K = network(run["benchmark"])
     I, n = run["iters_per_context"], len(test_sizes)
-    total = sum(iteration_flops(run, test_sizes, image))
+    sizes = [min(s, run["eval_subset"]) if run.get("eval_subset") else s for s in test_sizes]
+    fwd = forward_flops(net, K, image)
+    evals = evaluations_per_context(I, n, run["eval_every"])
+    eval_flops = 0.0
+    for k, count in enumerate(evals, start=1):
+        passes = k if run.get("test_augment") else 1
+        seen = 1 if run.get("eval_scope") == "task1" else k
+        eval_flops += float(count) * fwd * passes * sum(sizes[:seen])
     train = float(train_flops(net, K, image) * run["batch_size"] * I * n)
-    return {"network": net, "iterations": I * n, "evaluations": len(eval_schedule(I, n, run["eval_every"])),
-            "train_flops": train, "eval_flops": total - train}
+    return {"network": net, "iterations": I * n, "evaluations": sum(evals), "train_flops": train,
+            "eval_flops": eval_flops}
 
 
 def predict_seconds(work: dict, machine: dict, n_jobs: float = 1.0) -> float:
