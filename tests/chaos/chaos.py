@@ -75,9 +75,13 @@ def jobs_of(proc: psutil.Process, words: tuple[str, ...]) -> list[psutil.Process
     return found
 
 
-def finished_stamps(results: Path) -> dict[str, str]:
+def finished_stamps(results: Path, metrics_too: bool = False) -> dict[str, str]:
+    """Run folder -> the `finished` stamp of its summary. metrics_too: only runs whose metrics.json
+    exists too, i.e. whose training job Snakemake had seen finish (the metrics job ran after it)."""
     out = {}
     for s in results.glob("runs/*/*/*/summary.json"):
+        if metrics_too and not (s.parent / "metrics.json").is_file():
+            continue
         try:
             out[str(s.parent.relative_to(results))] = json.loads(s.read_text())["finished"]
         except (OSError, ValueError, KeyError):
@@ -164,25 +168,26 @@ def main() -> int:
     print(f"uninterrupted run: {time.monotonic() - t0:.0f} s", flush=True)
     schedule = [KINDS[i % len(KINDS)] for i in range(a.interruptions)]
     rng.shuffle(schedule)
-    happened, retrained, first_seen = Counter(), [], {}
+    happened, retrained, unfinished_reruns = Counter(), [], []
     with open(a.workdir / "chaos.log", "w") as log:
         for i, kind in enumerate(schedule):
-            before = finished_stamps(chaos / "results")
+            before = finished_stamps(chaos / "results", metrics_too=True)
+            written = finished_stamps(chaos / "results")
             what = interrupt_once(chaos, kind, rng, log)
             happened[what.split(":")[0] if not what.startswith("finished") else "finished before the interruption"] += 1
             after = finished_stamps(chaos / "results")
             retrained += [r for r in before if after.get(r) != before[r]]
-            for r, stamp in after.items():
-                first_seen.setdefault(r, stamp)
+            # files written by a job that was interrupted before Snakemake saw it finish: rerun by design
+            unfinished_reruns += [r for r in written if r not in before and after.get(r) != written[r]]
             print(f"[{i + 1}/{len(schedule)}] {what}", flush=True)
             if what.startswith("finished"):
                 # the workflow completed: start over from scratch so the next interruptions hit work again
                 for stamp_dir in (chaos / "results",):
                     shutil.rmtree(stamp_dir, ignore_errors=True)
-                first_seen.clear()
+        before = finished_stamps(chaos / "results", metrics_too=True)
         final = subprocess.run(snakemake_cmd(chaos, "--rerun-incomplete"), stdout=log, stderr=subprocess.STDOUT)
         after = finished_stamps(chaos / "results")
-        retrained += [r for r in first_seen if after.get(r) != first_seen[r]]
+        retrained += [r for r in before if after.get(r) != before[r]]
     problems, n_files = compare(ref / "results", chaos / "results")
     if final.returncode != 0:
         problems.append(f"the final rerun failed (exit {final.returncode}); see {a.workdir / 'chaos.log'}")
@@ -198,6 +203,8 @@ def main() -> int:
           f"table, reproduction and cost CSVs), "
           f"plus {len(list((ref / 'results').glob('runs/*/*/*/summary.json')))} summaries and the figures")
     print(f"finished runs trained again: {len(set(retrained))}")
+    print(f"runs whose job was interrupted after writing its files, before Snakemake saw it finish, and so "
+          f"rerun (by design): {len(unfinished_reruns)}")
     print("problems: " + ("none" if not problems else "\n  " + "\n  ".join(problems)))
     return 1 if problems else 0
 
