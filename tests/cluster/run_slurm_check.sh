@@ -10,9 +10,19 @@
 #    that the tables are identical;
 # 4. starts a longer run, cancels its training job with scancel once it has written a checkpoint,
 #    and shows that rerunning the same command completes, resuming from that checkpoint;
-# 5. stops the daemons it started and removes its working folder.
+# 5. stops the daemons it started (by their process ids, nothing else) and removes its working folder.
+# It refuses to start on a machine where slurmctld, slurmd or munged already run: it would otherwise
+# reconfigure or stop somebody's scheduler.
 # Everything talks to 127.0.0.1 only. It takes about 4 minutes on 2 cores.
 set -euo pipefail
+already=$(for name in slurmctld slurmd munged; do pgrep -a -x "$name"; done || true)
+if [ -n "$already" ]; then
+  echo "refusing to run: SLURM or munge daemons already run on this machine:" >&2
+  echo "$already" >&2
+  echo "this check starts, reconfigures and stops its own; run it on a machine without them" >&2
+  exit 2
+fi
+
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 PY=${PYTHON:-$REPO/.venv/bin/python}
 export PATH="$(dirname "$PY"):$PATH"  # the jobs inherit it (sbatch --export=ALL), as with an activated venv
@@ -27,15 +37,17 @@ show_job_logs() {  # the SLURM job logs and rule logs of a failed run
 
 cleanup() {
   say "cleanup"
-  squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true  # no job of ours outlives the check
-  for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
-    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  # every job in this scheduler is ours: it did not run before the check started
+  squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
+  for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done  # only what this script started
+  for pid in "${STARTED[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   done
-  for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
-  pkill -u munge munged 2>/dev/null || true
   if [ -f "$WORK/slurm.conf.orig" ]; then cp "$WORK/slurm.conf.orig" "$CONF"; else rm -f "$CONF"; fi
   rm -rf "$WORK"
-  echo "daemons stopped, $CONF restored, $WORK removed"
+  left=$(for name in slurmctld slurmd munged; do pgrep -a -x "$name"; done || true)
+  [ -z "$left" ] || { echo "daemons still running after cleanup: $left" >&2; exit 1; }
+  echo "stopped the daemons it started (${STARTED[*]:-none}), none left running, $CONF restored, $WORK removed"
 }
 trap cleanup EXIT
 
@@ -91,10 +103,21 @@ CONFEOF
 
 say "daemons"
 mkdir -p /run/munge && chown munge:munge /run/munge && chmod 755 /run/munge
+started() {  # the pid a daemon we just started wrote to its pid file (it forks: the first pid exits)
+  for _ in $(seq 100); do
+    if [ -s "$2" ] && kill -0 "$(cat "$2")" 2>/dev/null; then STARTED+=("$(cat "$2")"); return; fi
+    sleep 0.1
+  done
+  echo "$1 did not start (no live pid in $2)" >&2; exit 1
+}
+rm -f /run/munge/munged.pid /run/slurmctld.pid /run/slurmd.pid  # stale files of earlier runs (none run now)
 su -s /bin/sh munge -c /usr/sbin/munged
+started munged /run/munge/munged.pid
 munge -n | unmunge | grep -q "Success"
 /usr/sbin/slurmctld
+started slurmctld /run/slurmctld.pid
 /usr/sbin/slurmd -N localhost
+started slurmd /run/slurmd.pid
 for _ in $(seq 60); do sinfo -h -o %t | grep -qE "idle|mix" && break; sleep 1; done
 sinfo
 
