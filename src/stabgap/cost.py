@@ -144,19 +144,29 @@ def eval_schedule(iters_per_context: int, n_contexts: int, every: int) -> list[i
     return [t for t in range(1, T + 1) if t % every == 0 or t % iters_per_context == 0]
 
 
+def evaluation_flops(run: dict, test_sizes: list[int], image: tuple[int, int, int]) -> list[float]:
+    """FLOPs of one evaluation in each context k: k pooled passes under test augmentation, the
+    seen tasks 1..k (task 1 only under the v1 code's scope), each at most eval_subset images."""
+    net, K = network(run["benchmark"])
+    sizes = [min(s, run["eval_subset"]) if run.get("eval_subset") else s for s in test_sizes]
+    fwd = forward_flops(net, K, image)
+    out = []
+    for k in range(1, len(test_sizes) + 1):
+        passes = k if run.get("test_augment") else 1
+        seen = 1 if run.get("eval_scope") == "task1" else k  # the v1 code evaluated task 1 only
+        out.append(float(fwd * passes * sum(sizes[:seen])))
+    return out
+
+
 def iteration_flops(run: dict, test_sizes: list[int], image: tuple[int, int, int]) -> list[float]:
     """FLOPs of each iteration of a run (config.run_config) on a stream with these test sizes:
     training, plus the evaluation at evaluated iterations. `image`: C×H×W."""
     net, K = network(run["benchmark"])
     I, n = run["iters_per_context"], len(test_sizes)
-    sizes = [min(s, run["eval_subset"]) if run.get("eval_subset") else s for s in test_sizes]
-    fwd, train = forward_flops(net, K, image), train_flops(net, K, image) * run["batch_size"]
-    costs = [float(train)] * (I * n)
+    per_eval = evaluation_flops(run, test_sizes, image)
+    costs = [float(train_flops(net, K, image) * run["batch_size"])] * (I * n)
     for t in eval_schedule(I, n, run["eval_every"]):
-        k = (t - 1) // I + 1
-        passes = k if run.get("test_augment") else 1
-        seen = 1 if run.get("eval_scope") == "task1" else k  # the v1 code evaluated task 1 only
-        costs[t - 1] += fwd * passes * sum(sizes[:seen])
+        costs[t - 1] += per_eval[(t - 1) // I]
     return costs
 
 
@@ -171,14 +181,8 @@ def run_work(run: dict, test_sizes: list[int], image: tuple[int, int, int]) -> d
     iteration_flops, in closed form (planning must not allocate a list per iteration)."""
     net, K = network(run["benchmark"])
     I, n = run["iters_per_context"], len(test_sizes)
-    sizes = [min(s, run["eval_subset"]) if run.get("eval_subset") else s for s in test_sizes]
-    fwd = forward_flops(net, K, image)
     evals = evaluations_per_context(I, n, run["eval_every"])
-    eval_flops = 0.0
-    for k, count in enumerate(evals, start=1):
-        passes = k if run.get("test_augment") else 1
-        seen = 1 if run.get("eval_scope") == "task1" else k
-        eval_flops += float(count) * fwd * passes * sum(sizes[:seen])
+    eval_flops = sum(count * flops for count, flops in zip(evals, evaluation_flops(run, test_sizes, image)))
     train = float(train_flops(net, K, image) * run["batch_size"] * I * n)
     return {"network": net, "iterations": I * n, "evaluations": sum(evals), "train_flops": train,
             "eval_flops": eval_flops}

@@ -27,7 +27,7 @@ import seaborn as sns  # noqa: E402
 
 from .benchmarks import benchmark_title, get_benchmark  # noqa: E402
 from .methods import method_colour, method_label  # noqa: E402
-from .planning import gain_variants as gain_methods  # noqa: E402
+from .planning import gain_variants  # noqa: E402
 from .tables import variant_label  # noqa: E402
 
 PLOT_RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 9,
@@ -96,7 +96,7 @@ def plot_task1_curves(run_dirs, benchmarks: list[str], out_stem: str | Path, tit
     benchmarks = [b for b in benchmarks if b in set(data.benchmark)]
     if not benchmarks:
         raise ValueError(f"none of the runs belongs to the benchmarks asked for ({title})")
-    gain_label = " / ".join(method_label(m.split("@")[0]) for m in gain_methods(dict.fromkeys(data.method))) or "no"
+    gain_label = " / ".join(method_label(m.split("@")[0]) for m in gain_variants(dict.fromkeys(data.method))) or "no"
     rows = [("accuracy", "Task-1 accuracy (%)"), ("loss", "Task-1 loss (cross-entropy)"),
             ("gain", f"{gain_label} output gain")]
     with plt.rc_context(style()):
@@ -111,7 +111,7 @@ def plot_task1_curves(run_dirs, benchmarks: list[str], out_stem: str | Path, tit
             for r, (col, ylabel) in enumerate(rows):
                 ax = axes[r, c]
                 methods = list(dict.fromkeys(sub.method))
-                methods = gain_methods(methods) if col == "gain" else methods
+                methods = gain_variants(methods) if col == "gain" else methods
                 for method in methods:
                     if method in set(sub.method):
                         _band(ax, sub[sub.method == method], col, method, method_label(method, sub))
@@ -207,7 +207,7 @@ def plot_gain_readout(run_dirs, out_stem) -> list[Path]:
     domain-incremental panels."""
     per_bench: dict[str, list[pd.DataFrame]] = {}
     for summary, log in _runs(run_dirs):
-        if log is None or not gain_methods([_variant(summary)]):
+        if log is None or not gain_variants([_variant(summary)]):
             continue
         gain_col = [c for c in log.columns if c.startswith("gain_")][-1]
         train = log[log.split == "train"][["iteration", "context", gain_col]].rename(columns={gain_col: "gain"})
