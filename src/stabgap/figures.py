@@ -64,7 +64,8 @@ def task1_frame(run_dirs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def method_label(method: str, df: pd.DataFrame | None = None) -> str:
+def legend_label(method: str, df: pd.DataFrame | None = None) -> str:
+    """A variant's label (methods.method_label, plus its overrides), with its diverged seeds counted."""
     label = variant_label(method)
     n_div = int(df[df.method == method].drop_duplicates("seed")["diverged"].sum()) if df is not None else 0
     return f"{label} ({n_div} diverged)" if n_div else label
@@ -114,7 +115,7 @@ def plot_task1_curves(run_dirs, benchmarks: list[str], out_stem: str | Path, tit
                 methods = gain_variants(methods) if col == "gain" else methods
                 for method in methods:
                     if method in set(sub.method):
-                        _band(ax, sub[sub.method == method], col, method, method_label(method, sub))
+                        _band(ax, sub[sub.method == method], col, method, legend_label(method, sub))
                 _context_marks(ax, I, n, label=r == len(rows) - 1)
                 if col == "accuracy":
                     ax.set_ylim(-2, 102)  # the ±std band must not stretch the percent axis
