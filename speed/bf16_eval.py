@@ -18,9 +18,9 @@ from stabgap.data import build_canonical
 from stabgap.data.canonical import load_canonical
 from stabgap.metrics import run_metrics
 from stabgap.methods import resolve_method
-from stabgap.runfiles import run_settings
+from stabgap.job import run_settings
 from stabgap.streams import build_stream
-from stabgap.train import Trainer, resolve_device
+from stabgap.trainer import Trainer, resolve_device, train
 
 
 def main():
@@ -44,8 +44,8 @@ def main():
     for bf16 in (False, True):
         st = dataclasses.replace(run_settings(run), eval_bf16=bf16)
         tr = Trainer(stream, method, a.seed, st, resolve_device(a.device))
-        tr.run(progress=None)
-        logs[bf16] = tr.runs[0].log()
+        train(tr, progress=None)
+        logs[bf16] = tr.log(0)
     f32, b16 = logs[False], logs[True]
     test = f32.split == "test"
     assert f32[~test].equals(b16[~test]), "training differs: bf16 evaluation must not touch training"

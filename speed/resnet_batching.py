@@ -2,7 +2,7 @@
 
     python speed/resnet_batching.py --runs 5 --batch 64 --threads 2 [--device cuda]
 
-1. loop: the R backbones as R modules, one after another (what batched.BatchedResNet does);
+1. loop: the R backbones as R modules, one after another (what models.ResNet does);
 2. vmap: torch.func.stack_module_state + functional_call + vmap over the R models (BatchNorm in
    training mode needs its running statistics updated in place, which vmap refuses; here they are
    left untracked, as torch.func's docs suggest, so this times the arithmetic only);
@@ -18,8 +18,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from stabgap.gain import GainControl
-from stabgap.nets import build_net
+from stabgap.archs import get_arch
+from stabgap.gain import GainSettings
+from stabgap.models import build_models
 
 
 def timed(fn, device, reps=3):
@@ -43,16 +44,17 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
-    nets = [build_net("resnet18_slim", 10, (3, 32, 32), GainControl(), seed=s).to(dev) for s in range(a.runs)]
+    models = build_models("resnet18_slim", 10, (3, 32, 32), list(range(a.runs)), [GainSettings()] * a.runs).to(dev)
+    nets = list(models.backbones)
     x = torch.randn(a.runs, a.batch, 3, 32, 32, device=dev)
 
     def loop():
-        feats = torch.stack([n.features(x[m]) for m, n in enumerate(nets)])
+        feats = torch.stack([n(x[m]) for m, n in enumerate(nets)])
         feats.sum().backward()
 
     from torch.func import functional_call, stack_module_state
 
-    base = copy.deepcopy(nets[0]).to("meta").eval()  # eval: no gain update (an in-place write vmap refuses)
+    base = copy.deepcopy(nets[0]).to("meta")
     for m in base.modules():  # vmap cannot update running statistics in place: batch statistics only
         if isinstance(m, torch.nn.BatchNorm2d):
             m.track_running_stats, m.running_mean, m.running_var = False, None, None
@@ -65,14 +67,10 @@ def main():
     def vmapped():
         torch.vmap(one)(params, buffers, x).sum().backward()
 
-    # the convolutions of one network, as (cin, cout, k, stride, input size)
-    shapes = [(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]) for m in nets[0].modules()
-              if isinstance(m, torch.nn.Conv2d)]
-    sizes, s = [], 32  # input sizes: a strided 3×3 conv halves them; its block's 1×1 shortcut takes the block's input
-    for cin, cout, k, stride in shapes:
-        sizes.append(s * stride if k == 1 else s)
-        if k == 3 and stride == 2:
-            s = (s - 1) // 2 + 1
+    # the convolutions of one network (its registry plan), as (cin, cout, k, stride), and their input sizes
+    plan = [layer for layer in get_arch("resnet18_slim").layers((3, 32, 32), 10) if layer.kind == "conv"]
+    shapes = [(layer.cin, layer.cout, layer.kernel, layer.stride) for layer in plan]
+    sizes = [layer.size * layer.stride for layer in plan]
     R = a.runs
     ws = [torch.randn(R, co, ci, k, k, device=dev, requires_grad=True) for ci, co, k, _ in shapes]
     xs = [torch.randn(a.batch, R * ci, sz, sz, device=dev, requires_grad=True) for (ci, _, _, _), sz in zip(shapes, sizes)]

@@ -1,4 +1,4 @@
-"""Multi-run batching (train.Trainer over batched.py): a batch of models gives each run the log it gets alone."""
+"""Multi-run batching (trainer.Trainer over models.py): a batch of models gives each run the log it gets alone."""
 
 import json
 import subprocess
@@ -13,8 +13,8 @@ from stabgap.data import build_canonical
 from stabgap.data.canonical import load_canonical
 from stabgap.methods import METHODS, resolve_method
 from stabgap.streams import build_stream, build_stream_file
-from stabgap.runfiles import save_checkpoint
-from stabgap.train import RunSettings, Trainer
+from stabgap.job import save_checkpoint
+from stabgap.trainer import RunSettings, Trainer, train
 
 # every registered method (optimizers, gain modes, oracle resets, Entropy-LR), some with two seeds
 RUNS = [(name, 42) for name in METHODS] + [("ngm", 43), ("adam", 43), ("sgd", 44)]
@@ -37,16 +37,16 @@ def settings(**kw):
 
 
 def alone(stream, method, seed, st, device="cpu"):
-    """A single run (R = 1); its Run."""
+    """A single run (R = 1): its trainer."""
     tr = Trainer(stream, method, seed, st, device)
-    tr.run(progress=None)
-    return tr.runs[0]
+    train(tr, progress=None)
+    return tr
 
 
 def batch_of(stream, runs, st, device="cpu", overrides=None):
     methods = [resolve_method(name, (overrides or {}).get(name)) for name, _ in runs]
     bt = Trainer(stream, methods, [seed for _, seed in runs], st, device)
-    bt.run(progress=None)
+    train(bt, progress=None)
     return bt
 
 
@@ -55,12 +55,12 @@ def test_batch_equals_separate_runs_bitwise_on_cpu(split, threads, subset):
     torch.set_num_threads(threads)
     st = settings(eval_subset=subset, eval_batch_size=700)  # several evaluation chunks
     bt = batch_of(split, RUNS, st)
-    for (name, seed), tr in zip(RUNS, bt.runs):
-        ref = alone(split, resolve_method(name), seed, st).log()
-        got = tr.log()
+    for m, (name, seed) in enumerate(RUNS):
+        ref = alone(split, resolve_method(name), seed, st).log(0)
+        got = bt.log(m)
         assert got.equals(ref), f"{name}/seed{seed}: the batched log differs from the run alone"
     # and the runs are really different runs (not one model copied)
-    assert not bt.runs[0].log().equals(bt.runs[1].log())
+    assert not bt.log(0).equals(bt.log(1))
 
 
 def test_a_diverging_run_stops_alone_and_the_batch_goes_on(split):
@@ -69,11 +69,11 @@ def test_a_diverging_run_stops_alone_and_the_batch_goes_on(split):
     runs = [("sgd", 42), ("msgd", 42), ("ngm", 42)]
     bt = batch_of(split, runs, st, overrides={"msgd": {"lr": 1e8}})
     exploded = alone(split, resolve_method("msgd", {"lr": 1e8}), 42, st)
-    assert exploded.diverged() and bt.runs[1].diverged_at == exploded.diverged_at
-    assert bt.runs[1].log().equals(exploded.log())
+    assert exploded.runs[0].diverged() and bt.runs[1].diverged_at == exploded.runs[0].diverged_at
+    assert bt.log(1).equals(exploded.log(0))
     for m in (0, 2):  # the others ran to the end, unaffected
         assert not bt.runs[m].diverged() and bt.runs[m].iteration == st.iters_per_context * 3
-        assert bt.runs[m].log().equals(alone(split, resolve_method(runs[m][0]), 42, st).log())
+        assert bt.log(m).equals(alone(split, resolve_method(runs[m][0]), 42, st).log(0))
 
 
 def test_a_batch_resumes_from_its_checkpoint_exactly(split, tmp_path):
@@ -88,9 +88,9 @@ def test_a_batch_resumes_from_its_checkpoint_exactly(split, tmp_path):
     state = torch.load(tmp_path / "batch.pt", weights_only=True)
     second = Trainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st)
     second.load_state_dict(state["trainer"])
-    second.run(progress=None)
-    for a, b in zip(ref.runs, second.runs):
-        assert a.log().equals(b.log())
+    train(second, progress=None)
+    for m in range(len(runs)):
+        assert ref.log(m).equals(second.log(m))
 
 
 def _cli(runs, stream, outs, *extra):
@@ -152,8 +152,8 @@ def test_batch_matches_separate_runs_on_cuda(split):
     st = settings(iters_per_context=30)
     bt = batch_of(split, RUNS, st, "cuda")
     rows = []
-    for (name, seed), tr in zip(RUNS, bt.runs):
-        ref, got = alone(split, resolve_method(name), seed, st, "cuda").log(), tr.log()
+    for m, ((name, seed), tr) in enumerate(zip(RUNS, bt.runs)):
+        ref, got = alone(split, resolve_method(name), seed, st, "cuda").log(0), bt.log(m)
         assert len(ref) == len(got)
         first = (ref.iteration <= 2) & (ref.split == "train")  # a forward, a backward and an update
         rel = ((ref.loss - got.loss).abs() / ref.loss.abs())
@@ -171,7 +171,7 @@ def test_batch_matches_separate_runs_on_cuda(split):
 @pytest.mark.parametrize("batched", [False, True])
 def test_checkpoint_resume_on_cuda(split, tmp_path, batched):
     """A checkpoint written on the GPU and loaded with map_location=cuda resumes exactly."""
-    from stabgap.runfiles import load_checkpoint
+    from stabgap.job import load_checkpoint
 
     st = settings()
     runs = [("adam_reset", 42), ("ngm", 43)] if batched else [("ngm", 43)]
@@ -180,16 +180,16 @@ def test_checkpoint_resume_on_cuda(split, tmp_path, batched):
         return Trainer(split, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st, "cuda")
 
     ref = fresh()
-    ref.run(progress=None)
+    train(ref, progress=None)
     first = fresh()
     while first.iteration < 20:
         first.step()
     save_checkpoint(first, tmp_path / "c.pt", "h", 1.0)
     second = fresh()
     second.load_state_dict(load_checkpoint(tmp_path / "c.pt", "h", torch.device("cuda"))["trainer"])
-    second.run(progress=None)
-    for a, b in zip(ref.runs, second.runs):
-        assert a.log().equals(b.log())
+    train(second, progress=None)
+    for m in range(len(runs)):
+        assert ref.log(m).equals(second.log(m))
 
 
 # ---------------------------------------------------------------------- the ResNet, batched
@@ -217,10 +217,10 @@ def test_resnet_batch_equals_separate_runs_bitwise_on_cpu(test_augment, subset):
     st = settings(iters_per_context=3, batch_size=8, eta=0.2, eval_every=2, test_augment=test_augment,
                   eval_subset=subset, eval_batch_size=30)
     bt = batch_of(stream, RESNET_RUNS, st)
-    for (name, seed), r in zip(RESNET_RUNS, bt.runs):
-        assert r.log().equals(alone(stream, resolve_method(name), seed, st).log()), f"{name}/seed{seed}"
+    for m, (name, seed) in enumerate(RESNET_RUNS):
+        assert bt.log(m).equals(alone(stream, resolve_method(name), seed, st).log(0)), f"{name}/seed{seed}"
     # each model its own BatchNorm running statistics
-    bn = [b.bn1.running_mean for b in bt.net.backbones]
+    bn = [b.stem_bn.running_mean for b in bt.models.backbones]
     assert not torch.equal(bn[0], bn[1])
 
 
@@ -236,6 +236,6 @@ def test_resnet_batch_resumes_from_its_checkpoint_exactly(tmp_path):
     save_checkpoint(first, tmp_path / "b.pt", "h", 1.0)
     second = Trainer(stream, [resolve_method(n) for n, _ in runs], [s for _, s in runs], st)
     second.load_state_dict(torch.load(tmp_path / "b.pt", weights_only=True)["trainer"])
-    second.run(progress=None)
-    for a, b in zip(ref.runs, second.runs):
-        assert a.log().equals(b.log())
+    train(second, progress=None)
+    for m in range(len(runs)):
+        assert ref.log(m).equals(second.log(m))

@@ -8,31 +8,36 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stabgap import cost
+from stabgap.archs import get_arch
 from stabgap.data.mnist import MNIST_TEST_PER_CLASS
-from stabgap.gain import GainControl
-from stabgap.nets import build_net
+from stabgap.gain import GainSettings
+from stabgap.models import build_models
+
+RESNET = get_arch("resnet18_slim")
 
 
 @pytest.mark.parametrize("net,classes,image", [("mlp", 10, (1, 28, 28)), ("resnet18_slim", 10, (3, 32, 32)),
                                                ("resnet18_slim", 100, (3, 84, 84))])
 def test_flop_count_matches_torch_flop_counter(net, classes, image):
-    model = build_net(net, classes, image, GainControl(), seed=0)
-    x = torch.randn(4, *image)
+    """The registry's layer plan counts what torch counts on the model built from it."""
+    model = build_models(net, classes, image, [0], [GainSettings()])
+    arch = get_arch(net)
+    x = torch.randn(1, 4, *image)  # one model's batch of 4
     model.eval()
     with FlopCounterMode(display=False) as fc:
         with torch.no_grad():
             model(x)
-    assert fc.get_total_flops() == 4 * cost.forward_flops(net, classes, image)
+    assert fc.get_total_flops() == 4 * arch.forward_flops(image, classes)
     model.train()
     with FlopCounterMode(display=False) as fc:
-        torch.nn.functional.cross_entropy(model(x), torch.zeros(4, dtype=torch.long)).backward()
-    assert fc.get_total_flops() == 4 * cost.train_flops(net, classes, image)
+        torch.nn.functional.cross_entropy(model(x)[0], torch.zeros(4, dtype=torch.long)).backward()
+    assert fc.get_total_flops() == 4 * arch.train_flops(image, classes)
 
 
 def test_forward_flops_per_image_as_planned():
     # the scale the issue plans with: 0.109 GFLOP per 32×32 image, 0.771 per 84×84 image
-    assert cost.forward_flops("resnet18_slim", 10, (3, 32, 32)) / 1e9 == pytest.approx(0.109, abs=0.001)
-    assert cost.forward_flops("resnet18_slim", 100, (3, 84, 84)) / 1e9 == pytest.approx(0.771, abs=0.001)
+    assert RESNET.forward_flops((3, 32, 32), 10) / 1e9 == pytest.approx(0.109, abs=0.001)
+    assert RESNET.forward_flops((3, 84, 84), 100) / 1e9 == pytest.approx(0.771, abs=0.001)
 
 
 def run(**kw):
@@ -41,8 +46,8 @@ def run(**kw):
 
 
 def test_iteration_flops_follow_the_evaluation_schedule():
-    fwd = cost.forward_flops("resnet18_slim", 10, (3, 32, 32))
-    tr = cost.train_flops("resnet18_slim", 10, (3, 32, 32)) * 2
+    fwd = RESNET.forward_flops((3, 32, 32), 10)
+    tr = RESNET.train_flops((3, 32, 32), 10) * 2
     got = cost.iteration_flops(run(), [10, 20], (3, 32, 32))
     # evaluated at 2, 4 (context 1: task 1), 6, 8 (context 2: tasks 1 and 2)
     assert got == [tr, tr + 10 * fwd, tr, tr + 10 * fwd, tr, tr + 30 * fwd, tr, tr + 30 * fwd]
@@ -70,15 +75,29 @@ def test_prediction_adds_rate_and_overheads():
 
 def test_measured_cpu_rates_predict_the_harness_rows_within_30_percent():
     """The rows of speed/NOTES.md, *Cost model* (1 thread): the two held out of the fit."""
-    cpu = cost.DEFAULT_MACHINES["cpu"]
+    cpu = cost.default_machines()["cpu"]
     rotated = {"network": "mlp", "iterations": 200, "evaluations": 200,
-               "train_flops": 200 * 128 * cost.train_flops("mlp", 10, (1, 28, 28)), "eval_flops": 0.0}
+               "train_flops": 200 * 128 * get_arch("mlp").train_flops((1, 28, 28), 10), "eval_flops": 0.0}
     rotated["eval_flops"] = 1.968e12 - rotated["train_flops"]
     assert cost.predict_seconds(rotated, {**cpu, "startup_s": 0}) == pytest.approx(50.6, rel=0.3)
     cifar = {"network": "resnet18_slim", "iterations": 10, "evaluations": 2,
-             "train_flops": 10 * 256 * cost.train_flops("resnet18_slim", 10, (3, 32, 32)), "eval_flops": 0.0}
+             "train_flops": 10 * 256 * RESNET.train_flops((3, 32, 32), 10), "eval_flops": 0.0}
     cifar["eval_flops"] = 1.055e12 - cifar["train_flops"]
     assert cost.predict_seconds(cifar, {**cpu, "startup_s": 0}) == pytest.approx(42.2, rel=0.3)
+
+
+def test_the_cost_table_shows_the_scopes_and_the_window():
+    from stabgap.config import experiment_runs, load_config, run_config
+
+    config = load_config("config.yaml")
+    table = cost.write_cost(config, experiment_runs(config), run_config, None, "config.yaml")
+    assert "seen, every 1, v1 test augmentation" in table  # the CIFAR rows' evaluation
+    alternatives = cost.schedule_alternatives(config, experiment_runs(config), run_config)
+    assert [(r["scope"], r["every"], r["dense_after_switch"]) for r in alternatives] == [
+        ("seen", 1, 0), ("seen", 10, 50), ("task1", 1, 0), ("task1", 10, 50)]
+    seen, task1 = alternatives[0], alternatives[2]
+    assert task1["eval_pflop"] < seen["eval_pflop"] and task1["total_pflop"] < seen["total_pflop"]
+    assert "task1 | 10 | 50" in table
 
 
 def test_cost_module_imports_no_torch():
@@ -87,15 +106,16 @@ def test_cost_module_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("iters, n_tasks, every, augment", [(7, 3, 3, True), (10, 2, 1, False), (5, 4, 7, True),
-                                                            (6, 2, 6, False)])
-def test_run_work_in_closed_form_equals_the_sum_over_iterations(iters, n_tasks, every, augment):
+@pytest.mark.parametrize("iters, n_tasks, every, augment, scope, dense", [
+    (7, 3, 3, True, "seen", 0), (10, 2, 1, False, "seen", 0), (5, 4, 7, True, "task1", 2), (6, 2, 6, False, "seen", 6),
+    (12, 3, 5, True, "task1", 4)])
+def test_run_work_in_closed_form_equals_the_sum_over_iterations(iters, n_tasks, every, augment, scope, dense):
     r = {"benchmark": "split_cifar10", "iters_per_context": iters, "batch_size": 4, "eval_every": every,
-         "eval_subset": None, "test_augment": augment}
+         "eval_subset": None, "test_augment": augment, "eval_scope": scope, "eval_dense_after_switch": dense}
     sizes = [10 * (j + 1) for j in range(n_tasks)]
     work = cost.run_work(r, sizes, (3, 32, 32))
     per_iteration = cost.iteration_flops(r, sizes, (3, 32, 32))
     assert work["train_flops"] + work["eval_flops"] == pytest.approx(sum(per_iteration), rel=1e-12)
-    assert work["evaluations"] == len(cost.eval_schedule(iters, n_tasks, every))
+    assert work["evaluations"] == sum(1 for x in per_iteration if x > work["train_flops"] / (iters * n_tasks))
     huge = cost.run_work({**r, "iters_per_context": 10**12}, sizes, (3, 32, 32))  # planning allocates nothing per iteration
     assert huge["iterations"] == 10**12 * n_tasks

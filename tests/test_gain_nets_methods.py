@@ -5,15 +5,24 @@ import math
 import pytest
 import torch
 
-from stabgap.gain import GainControl, batch_entropy, fixed_point, gain_update
-from stabgap.batched import stack_nets
+from stabgap.archs import get_arch
+from stabgap.gain import GainSettings, batch_entropy, fixed_point, gain_update
 from stabgap.methods import METHODS, resolve_method
-from stabgap.optim import RunOptimizer
-from stabgap.nets import build_net
+from stabgap.models import GainLinear, build_models
+from stabgap.optim import MethodOptimizer
 
 
-def mlp(control, seed=0):
-    return build_net("mlp", 10, (1, 28, 28), control, seed=seed)
+def mlp(settings=GainSettings(), seed=0):
+    """A batch of one MLP."""
+    return build_models("mlp", 10, (1, 28, 28), [seed], [settings])
+
+
+def train_step(net, x):
+    """What the trainer does around a training forward: the gain update, the forward, the entropy kept."""
+    net.gain.update()
+    logits = net(x)
+    net.gain.observe(logits)
+    return logits
 
 
 def test_entropy_of_known_distributions():
@@ -28,18 +37,17 @@ def test_entropy_of_known_distributions():
 
 
 def test_gain_recursion_matches_hand_computation():
-    control = GainControl("entropy", g0=1.0, gamma=0.9, eta=0.4)
-    net = mlp(control)
+    net = mlp(GainSettings("entropy", g0=1.0, gamma=0.9, eta=0.4))
     net.train()
     x = torch.randn(8, 1, 28, 28)
     expected_g, H_prev = 1.0, 0.0
     for _ in range(5):
-        logits = net(x)
+        logits = train_step(net, x)
         expected_g = 0.9 * expected_g + 0.1 * 1.0 + 0.4 * H_prev
         for layer in net.modulated().values():
             assert torch.allclose(layer.gain, torch.full_like(layer.gain, expected_g), atol=1e-6)
         H_prev = batch_entropy(logits).item()
-        assert control.entropy.item() == pytest.approx(H_prev, rel=1e-6)
+        assert net.gain.entropy.item() == pytest.approx(H_prev, rel=1e-6)
     assert expected_g > 1.0  # the entropy drive moved it
 
 
@@ -51,75 +59,107 @@ def test_gain_fixed_point():
     assert fixed_point(1.0, 0.9, 0.3, 1.7) == pytest.approx(1.0 + 0.3 * 1.7 / 0.1)
 
 
-def test_first_forward_uses_g0_and_evaluation_never_moves_gain():
-    control = GainControl("entropy", g0=1.5, gamma=0.9, eta=0.4)
-    net = mlp(control)
+def test_first_update_uses_g0_and_a_forward_never_moves_gain():
+    net = mlp(GainSettings("entropy", g0=1.5, gamma=0.9, eta=0.4))
     x = torch.randn(4, 1, 28, 28)
-    net.eval()
-    for _ in range(3):
-        net(x)
-    assert all(torch.all(l.gain == 1.5) for l in net.modulated().values())
-    assert control.entropy.item() == 0.0  # eval forwards do not record an entropy either
-    net.train()
-    out = net(x)  # first training forward: H = 0, so g = γ·g0 + (1 − γ)·g0 = g0
+    for mode in (net.eval, net.train):  # a forward, in either mode, moves nothing
+        mode()
+        for _ in range(3):
+            net(x)
+        assert all(torch.all(l.gain == 1.5) for l in net.modulated().values())
+        assert net.gain.entropy.item() == 0.0
+    out = train_step(net, x)[0]  # first iteration: H = 0, so g = γ·g0 + (1 − γ)·g0 = g0
     assert all(torch.allclose(l.gain, torch.tensor(1.5)) for l in net.modulated().values())
     # the output is g0 ⊙ (x Wᵀ) at every layer with zero biases
-    h = torch.relu(1.5 * x.flatten(1) @ net.fc1.weight.T)
-    h = torch.relu(1.5 * h @ net.fc2.weight.T)
-    assert torch.allclose(out, 1.5 * h @ net.out.weight.T, atol=1e-5)
-    g_after_train = net.out.gain.clone()
+    h = torch.relu(1.5 * x.flatten(1) @ net.fc["fc1"].weight[0].T)
+    h = torch.relu(1.5 * h @ net.fc["fc2"].weight[0].T)
+    assert torch.allclose(out, 1.5 * h @ net.fc["out"].weight[0].T, atol=1e-5)
+    g_after_train = net.fc["out"].gain.clone()
     net.eval()
     net(x)
-    assert torch.equal(net.out.gain, g_after_train)
+    assert torch.equal(net.fc["out"].gain, g_after_train)
 
 
 def test_frozen_gain_never_moves():
-    control = GainControl("frozen", g0=1.0)
-    net = mlp(control)
+    net = mlp(GainSettings("frozen", g0=1.0))
     net.train()
     for _ in range(3):
-        net(torch.randn(4, 1, 28, 28))
+        train_step(net, torch.randn(4, 1, 28, 28))
     assert all(torch.all(l.gain == 1.0) for l in net.modulated().values())
 
 
 def test_gain_bump_pulse():
-    control = GainControl("bump", g0=1.0, gamma=0.99, bump=0.99)
-    net = mlp(control)
+    net = mlp(GainSettings("bump", g0=1.0, gamma=0.99, bump=0.99))
     net.train()
-    control.pulse()
-    net(torch.randn(2, 1, 28, 28))
-    assert net.out.gain[0].item() == pytest.approx(0.99 + 0.01 + 0.99)
-    net(torch.randn(2, 1, 28, 28))
-    assert net.out.gain[0].item() == pytest.approx(0.99 * 1.99 + 0.01)
+    net.gain.pulse()
+    train_step(net, torch.randn(2, 1, 28, 28))
+    assert net.fc["out"].gain[0, 0].item() == pytest.approx(0.99 + 0.01 + 0.99)
+    train_step(net, torch.randn(2, 1, 28, 28))
+    assert net.fc["out"].gain[0, 0].item() == pytest.approx(0.99 * 1.99 + 0.01)
 
 
 def test_mlp_shapes_init_and_untrained_biases():
-    net = mlp(GainControl(), seed=3)
-    assert net(torch.randn(5, 1, 28, 28)).shape == (5, 10)
-    assert net.fc1.weight.shape == (400, 784) and net.fc2.weight.shape == (400, 400)
-    assert net.out.weight.shape == (10, 400)
-    assert abs(net.fc1.weight.std().item() - 0.01) < 0.001
-    assert abs(net.out.weight.std().item() - 0.05) < 0.005
-    assert all(not l.bias.requires_grad and torch.all(l.bias == 0) for l in net.modulated().values())
-    modulated, rest = net.parameter_groups()
-    assert len(modulated) == 3 and rest == []
+    net = mlp(seed=3)
+    assert net(torch.randn(5, 1, 28, 28))[0].shape == (5, 10)
+    fc1, fc2, out = net.fc["fc1"].weight[0], net.fc["fc2"].weight[0], net.fc["out"].weight[0]
+    assert fc1.shape == (400, 784) and fc2.shape == (400, 400)
+    assert out.shape == (10, 400)
+    assert abs(fc1.std().item() - 0.01) < 0.001
+    assert abs(out.std().item() - 0.05) < 0.005
+    # biases are buffers (never trained) and zero
+    assert all(torch.all(l.bias == 0) for l in net.modulated().values())
+    assert {name for name, _ in net.named_parameters()} == {"fc.fc1.weight", "fc.fc2.weight", "fc.out.weight"}
+    refs = net.param_refs(0, 1)
+    assert len([r for r in refs if r[2]]) == 3 and [r for r in refs if not r[2]] == []
 
 
 @pytest.mark.parametrize("size,features", [(32, 160), (84, 640)])
 def test_resnet_shapes(size, features):
-    net = build_net("resnet18_slim", 7, (3, size, size), GainControl(), seed=0)
-    assert net.feature_dim == features
-    assert net.head.weight.shape == (7, features)
+    net = build_models("resnet18_slim", 7, (3, size, size), [0], [GainSettings()])
+    assert get_arch("resnet18_slim").features((3, size, size)) == features
+    assert net.head.weight.shape == (1, 7, features)
     net.eval()
-    assert net(torch.randn(2, 3, size, size)).shape == (2, 7)
+    assert net(torch.randn(2, 3, size, size)).shape == (1, 2, 7)
     assert list(net.modulated()) == ["head"]
-    assert not net.head.bias.requires_grad
+    assert "head.bias" not in dict(net.named_parameters())
 
 
 def test_init_depends_on_seed_only():
-    a, b, c = mlp(GainControl(), 1), mlp(GainControl(), 1), mlp(GainControl(), 2)
-    assert torch.equal(a.fc1.weight, b.fc1.weight)
-    assert not torch.equal(a.fc1.weight, c.fc1.weight)
+    a, b, c = mlp(seed=1), mlp(seed=1), mlp(seed=2)
+    assert torch.equal(a.fc["fc1"].weight, b.fc["fc1"].weight)
+    assert not torch.equal(a.fc["fc1"].weight, c.fc["fc1"].weight)
+
+
+def test_a_batch_of_models_initialises_each_as_alone():
+    """Model m of a batch draws exactly what a batch of one with its seed draws."""
+    for net, K, image in (("mlp", 10, (1, 28, 28)), ("resnet18_slim", 10, (3, 32, 32))):
+        batch = build_models(net, K, image, [5, 6], [GainSettings()] * 2)
+        for m, seed in enumerate((5, 6)):
+            one = build_models(net, K, image, [seed], [GainSettings()])
+            for layer, single in zip(batch.modulated().values(), one.modulated().values()):
+                assert torch.equal(layer.weight[m], single.weight[0])
+            if net == "resnet18_slim":
+                assert all(torch.equal(p, q) for p, q in zip(batch.backbones[m].parameters(),
+                                                             one.backbones[0].parameters()))
+
+
+def test_default_linear_draws_are_torch_own():
+    """GainLinear.init_model draws what nn.Linear's own initialisation draws, weight then bias, then
+    the N(0, std²) weights; the generator ends where a lone nn.Linear + normal_ leaves it."""
+    torch.manual_seed(7)
+    ref = torch.nn.Linear(30, 20)
+    with torch.no_grad():
+        ref.weight.normal_(0.0, 0.05)
+    after_ref = torch.rand(3)
+    torch.manual_seed(7)
+    layer = GainLinear(2, 30, 20)
+    layer.init_model(1, 0.05)
+    assert torch.equal(layer.weight[1], ref.weight) and torch.equal(torch.rand(3), after_ref)
+    torch.manual_seed(7)
+    ref = torch.nn.Linear(30, 20)  # no std: PyTorch's default weights
+    torch.manual_seed(7)
+    layer.init_model(0, None)
+    assert torch.equal(layer.weight[0], ref.weight)
 
 
 def test_unknown_method_lists_known_names():
@@ -140,26 +180,25 @@ def _momenta(opt):
 
 def test_ngm_optimizer_split_on_resnet_and_mlp():
     ngm = resolve_method("ngm")
-    resnet = build_net("resnet18_slim", 10, (3, 32, 32), ngm.gain_control(0.2), seed=0)
-    trainable = [p for p in resnet.parameters() if p.requires_grad]
-    batch = stack_nets([resnet])
-    opt = RunOptimizer(ngm, batch.param_refs(0, 1))
+    batch = build_models("resnet18_slim", 10, (3, 32, 32), [0], [ngm.gain_settings(0.2)])
+    trainable = [p for p in batch.parameters() if p.requires_grad]
+    opt = MethodOptimizer(ngm, batch.param_refs(0, 1))
     (head, sl, modulated), *rest = opt.refs
     assert head is batch.head.weight and sl == slice(0, 1) and modulated and opt.momenta[0] == 0.0
     assert len(rest) == len(trainable) - 1  # every conv and BN weight/bias, not the head's weight or bias
     assert set(opt.momenta[1:]) == {0.9} and not any(m for _, _, m in rest)
     assert all(p is not batch.head.bias for p, _, _ in opt.refs)
     # on the MLP every layer is modulated: plain SGD on all weights
-    mlp_batch = stack_nets([mlp(ngm.gain_control(0.4))])
-    assert _momenta(RunOptimizer(ngm, mlp_batch.param_refs(0, 1))) == [(True, 0.0)]
-    msgd = RunOptimizer(resolve_method("msgd"), stack_nets([build_net("resnet18_slim", 10, (3, 32, 32),
-                                                                      GainControl(), 0)]).param_refs(0, 1))
+    mlp_batch = mlp(ngm.gain_settings(0.4))
+    assert _momenta(MethodOptimizer(ngm, mlp_batch.param_refs(0, 1))) == [(True, 0.0)]
+    msgd = MethodOptimizer(resolve_method("msgd"), build_models("resnet18_slim", 10, (3, 32, 32), [0],
+                                                                [GainSettings()]).param_refs(0, 1))
     assert set(msgd.momenta) == {0.9}
 
 
 def test_reset_clears_optimizer_state():
-    batch = stack_nets([mlp(GainControl())])
-    opt = RunOptimizer(resolve_method("adam"), batch.param_refs(0, 1))
+    batch = mlp()
+    opt = MethodOptimizer(resolve_method("adam"), batch.param_refs(0, 1))
     batch.train()
     logits = batch(torch.randn(1, 4, 1, 28, 28))
     torch.nn.functional.cross_entropy(logits[0], torch.tensor([0, 1, 2, 3])).backward()
@@ -169,26 +208,26 @@ def test_reset_clears_optimizer_state():
     assert not any(opt.state)
 
 
-def test_stacked_gain_control_is_the_single_one_per_model():
-    """R networks' dynamics stacked: one update equals each network's own update."""
-    controls = [GainControl("entropy", g0=1.0, gamma=0.9, eta=0.4), GainControl("bump", g0=1.5, gamma=0.99, bump=0.5),
-                GainControl("frozen", g0=2.0)]
-    nets = [mlp(c, seed=i) for i, c in enumerate(controls)]
+def test_the_gain_control_of_a_batch_is_each_models_own():
+    """R models' dynamics in one GainControl: one update equals each model's own update."""
+    settings = [GainSettings("entropy", g0=1.0, gamma=0.9, eta=0.4), GainSettings("bump", g0=1.5, gamma=0.99, bump=0.5),
+                GainSettings("frozen", g0=2.0)]
+    nets = [mlp(c, seed=i) for i, c in enumerate(settings)]
     x = torch.randn(3, 6, 1, 28, 28)
-    batch = stack_nets([mlp(GainControl(*c.settings[0]), seed=i) for i, c in enumerate(controls)])
+    batch = build_models("mlp", 10, (1, 28, 28), [0, 1, 2], settings)
     batch.train()
     for n in nets:
         n.train()
     for step in range(4):
         if step == 2:
-            batch.gain_control.pulse()
-            for c in controls:
-                c.pulse()
-        out = batch(x)
+            batch.gain.pulse()
+            for n in nets:
+                n.gain.pulse()
+        out = train_step(batch, x)
         for m, n in enumerate(nets):
-            assert torch.allclose(out[m], n(x[m]), atol=1e-5)
-            assert torch.equal(batch.out.gain[m], n.out.gain)
-            assert torch.equal(batch.gain_control.entropy[m], controls[m].entropy)
+            assert torch.allclose(out[m], train_step(n, x[m:m + 1])[0], atol=1e-5)
+            assert torch.equal(batch.fc["out"].gain[m], n.fc["out"].gain[0])
+            assert torch.equal(batch.gain.entropy[m], n.gain.entropy[0])
 
 
 @pytest.mark.parametrize("kind", ["sgd", "msgd", "adam"])
@@ -198,7 +237,7 @@ def test_optimizers_match_torch(kind):
     ref_p = [ours_p[0][1].detach().clone().requires_grad_(True), ours_p[1].detach().clone().requires_grad_(True)]
     method = resolve_method(kind)
     # a stacked parameter updated on one model's slice, and a parameter of one model alone
-    ours = RunOptimizer(method, [(ours_p[0], slice(1, 2), True), (ours_p[1], None, False)])
+    ours = MethodOptimizer(method, [(ours_p[0], slice(1, 2), True), (ours_p[1], None, False)])
     if kind == "adam":
         ref = torch.optim.Adam(ref_p, lr=0.01, foreach=False)
     else:

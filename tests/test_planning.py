@@ -114,3 +114,39 @@ def test_a_benchmark_refuses_a_dataset_it_cannot_be_cut_from():
     with pytest.raises(ConfigError, match=r"benchmarks.split_cifar10.dataset: 'mnist5k' is built by 'mnist5k', "
                                           r"but split_cifar10 is cut from cifar10 data"):
         check_config(cfg)
+
+
+def test_run_config_carries_the_evaluation_schedule_and_the_networks_evaluation_batch():
+    from stabgap.archs import get_arch
+    from stabgap.config import config_hash
+
+    cfg = config(1)
+    run = run_config(cfg, "split_cifar10", "ngm", 1)
+    assert run["eval_scope"] == "seen" and run["eval_dense_after_switch"] == 0
+    assert run["eval_batch_size"] == get_arch("resnet18_slim").eval_batch_size  # evaluation.batch_size: null
+    cfg["evaluation"].update(scope="task1", dense_after_switch=50, batch_size=64)
+    other = run_config(cfg, "split_cifar10", "ngm", 1)
+    assert (other["eval_scope"], other["eval_dense_after_switch"], other["eval_batch_size"]) == ("task1", 50, 64)
+    assert config_hash(other) != config_hash(run)  # a change reruns the run
+
+
+def test_gpu_requests_and_job_groups_come_from_the_network_registry():
+    from stabgap.archs import get_arch
+
+    cfg = config(1)
+    assert not get_arch("mlp").wants_gpu and get_arch("resnet18_slim").wants_gpu
+    assert planning.job_group("split_mnist", "ngm_1") == "mlp_runs"
+    assert planning.job_group("split_cifar10", "ngm_1") == "gpu_split_cifar10_ngm_1"
+    assert planning.uses_gpu(cfg, "split_mnist") == 0 and planning.uses_gpu(cfg, "split_cifar10") == 1
+    cfg["compute"]["device"] = "cpu"
+    assert planning.uses_gpu(cfg, "split_cifar10") == 0
+
+
+def test_cost_machines_name_registered_networks_only():
+    import pytest
+
+    from stabgap.config import ConfigError, check_config
+
+    cfg = config(1, cost={"machines": {"gpu": {"rate_gflops": {"resnet18": 100.0}}}})
+    with pytest.raises(ConfigError, match=r"cost.machines.gpu.rate_gflops.resnet18: unknown network; known: mlp"):
+        check_config(cfg)

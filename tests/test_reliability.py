@@ -15,7 +15,7 @@ from stabgap.config import ConfigError, load_config, run_config
 from stabgap.data import DataError, build_canonical
 from stabgap.data.canonical import load_canonical
 from stabgap.streams import build_stream_file, load_stream
-from stabgap.train import RunSettings, Trainer, make_trainer
+from stabgap.trainer import RunSettings, Trainer, make_trainer, train
 
 DEMO = "configs/demo.yaml"
 
@@ -75,15 +75,15 @@ def test_state_dict_round_trip_continues_exactly(stream_file, method):
     stream = load_stream(stream_file)
     settings = RunSettings(iters_per_context=30, batch_size=32, eta=0.4)
     ref = make_trainer(stream, method, None, settings, 7, "cpu")
-    ref.run(progress=None)
+    train(ref, progress=None)
     first = make_trainer(stream, method, None, settings, 7, "cpu")
     while first.iteration < 45:  # mid-context 2, after an oracle reset
         first.step()
     state = first.state_dict()
     second = make_trainer(stream, method, None, settings, 7, "cpu")
     second.load_state_dict(state)
-    second.run(progress=None)
-    assert second.runs[0].log().equals(ref.runs[0].log())
+    train(second, progress=None)
+    assert second.log(0).equals(ref.log(0))
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(stream_file, tmp_path):
@@ -266,10 +266,10 @@ def test_absurd_learning_rate_diverges_and_stops_the_run(stream_file):
     stream = load_stream(stream_file)
     tr = make_trainer(stream, "sgd", {"lr": 1e8}, RunSettings(iters_per_context=100, batch_size=32, eta=0.4),
                       1, "cpu")
-    tr.run(progress=None)
+    train(tr, progress=None)
     run = tr.runs[0]
     assert run.diverged() and run.diverged_at is not None and run.diverged_at <= 100
-    log = run.log()
+    log = tr.log(0)
     assert log.iteration.max() == run.diverged_at - 1
     assert torch.isfinite(torch.tensor(log[log.split == "train"].loss.to_numpy())).all()
     assert isinstance(tr, Trainer)

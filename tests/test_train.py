@@ -11,7 +11,7 @@ from stabgap.data import build_canonical
 from stabgap.data.canonical import load_canonical
 from stabgap.metrics import run_metrics
 from stabgap.streams import build_stream
-from stabgap.train import RunSettings, make_trainer
+from stabgap.trainer import RunSettings, make_trainer, train
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def settings(I=20, **kw):
 def trained(stream, method, seed=42, **kw):
     torch.set_num_threads(1)
     tr = make_trainer(stream, method, None, settings(**kw), seed, "cpu")
-    tr.run(progress=None)
+    train(tr, progress=None)
     return tr
 
 
@@ -54,7 +54,7 @@ def test_stream_contents(mnist5k, split):
 
 def test_ngm_training_lowers_loss_and_moves_gain(split):
     tr = trained(split, "ngm", I=60)
-    log = tr.runs[0].log()
+    log = tr.log(0)
     train = log[log.split == "train"]
     assert train.loss.iloc[-10:].mean() < 0.5 * train.loss.iloc[:3].mean()
     t1 = log[(log.split == "test") & (log.task == 1)]
@@ -67,7 +67,7 @@ def test_ngm_training_lowers_loss_and_moves_gain(split):
 
 def test_log_layout_and_evaluation_schedule(split):
     tr = trained(split, "sgd", I=10, eval_every=4)
-    log = tr.runs[0].log()
+    log = tr.log(0)
     assert (log[log.split == "train"].iteration.to_numpy() == np.arange(1, 31)).all()
     test = log[log.split == "test"]
     assert sorted(set(test.iteration)) == [4, 8, 10, 12, 16, 20, 24, 28, 30]  # every ρ and every context end
@@ -78,21 +78,22 @@ def test_log_layout_and_evaluation_schedule(split):
 
 def test_logged_accuracy_matches_a_fresh_evaluation(split):
     tr = trained(split, "adam", I=15)
-    log = tr.runs[0].log()
+    log = tr.log(0)
     last = log[(log.split == "test") & (log.iteration == 45)].set_index("task")
-    tr.net.eval()
+    tr.models.eval()
+    ev = tr.evaluator
     with torch.no_grad():
         for j in (1, 2, 3):
-            a, b = tr.test_offsets[j - 1], tr.test_offsets[j]
-            logits = tr.net(tr.test_x[a:b])[0]  # the batch of one model: its logits
-            acc = (logits.argmax(1) == tr.test_y[a:b]).double().mean().item() * 100
+            a, b = ev.offsets[j - 1], ev.offsets[j]
+            logits = tr.models(ev.test_x[a:b])[0]  # the batch of one model: its logits
+            acc = (logits.argmax(1) == ev.test_y[a:b]).double().mean().item() * 100
             assert last.loc[j, "accuracy"] == pytest.approx(acc)
-            assert last.loc[j, "loss"] == pytest.approx(F.cross_entropy(logits, tr.test_y[a:b]).item(), rel=1e-5)
+            assert last.loc[j, "loss"] == pytest.approx(F.cross_entropy(logits, ev.test_y[a:b]).item(), rel=1e-5)
 
 
 def _parquet(tr):
     buf = io.BytesIO()
-    tr.runs[0].log().to_parquet(buf, index=False)
+    tr.log(0).to_parquet(buf, index=False)
     return buf.getvalue()
 
 
@@ -103,16 +104,16 @@ def test_identical_runs_give_identical_logs(split):
 
 
 def test_oracle_reset_only_at_switches(split, monkeypatch):
-    from stabgap.optim import RunOptimizer
+    from stabgap.optim import MethodOptimizer
 
     calls = []
-    real = RunOptimizer.reset
+    real = MethodOptimizer.reset
 
     def spy(opt):
         calls.append(current["t"])
         real(opt)
 
-    monkeypatch.setattr(RunOptimizer, "reset", spy)
+    monkeypatch.setattr(MethodOptimizer, "reset", spy)
     current = {"t": 0}
     tr = make_trainer(split, "adam_reset", None, settings(I=10), 42, "cpu")
     (_, _, opt), = tr.optimizers
@@ -123,7 +124,7 @@ def test_oracle_reset_only_at_switches(split, monkeypatch):
         assert steps == {(tr.iteration - 1) % 10 + 1}  # Adam's step count restarts at each switch
     assert calls == [11, 21]
     plain = make_trainer(split, "adam", None, settings(I=10), 42, "cpu")
-    plain.run(progress=None)
+    train(plain, progress=None)
     assert {int(s["step"]) for s in plain.optimizers[0][2].state} == {30}
 
 
@@ -131,20 +132,21 @@ def test_eval_subset_is_fixed_per_seed(split):
     a = make_trainer(split, "sgd", None, settings(eval_subset=50), 42, "cpu")
     b = make_trainer(split, "ngm", None, settings(eval_subset=50), 42, "cpu")
     c = make_trainer(split, "sgd", None, settings(eval_subset=50), 43, "cpu")
-    assert a.test_sizes == [50, 50, 50]
-    assert torch.equal(a.test_x, b.test_x) and not torch.equal(a.test_x, c.test_x)
-    assert a.test_x.shape[0] == 1 and a.test_x.shape[1] == 150  # one model's own subset
+    assert a.schedule.test_sizes == (50, 50, 50)
+    ea, eb, ec = a.evaluator, b.evaluator, c.evaluator
+    assert torch.equal(ea.test_x, eb.test_x) and not torch.equal(ea.test_x, ec.test_x)
+    assert ea.test_x.shape[0] == 1 and ea.test_x.shape[1] == 150  # one model's own subset
 
 
 def test_entropy_lr_moves_the_learning_rate(split):
-    log = trained(split, "entropy_lr", I=10).runs[0].log()
+    log = trained(split, "entropy_lr", I=10).log(0)
     lr = log[log.split == "train"].lr.to_numpy()
     assert lr[0] == pytest.approx(0.01) and lr.max() > 0.012
     assert (log[log.split == "train"].gain_out == 1.0).all()
 
 
 def test_metrics_run_on_a_real_log(split):
-    m = run_metrics(trained(split, "msgd").runs[0].log())
+    m = run_metrics(trained(split, "msgd").log(0))
     assert len(m["task1"]["sg"]) == 2 and len(m["seen"]["sg"]) == 2
     assert 0 <= m["seen"]["avg_acc"] <= 100
 
@@ -188,16 +190,16 @@ def test_resnet_training_path_on_a_small_rgb_stream(test_augment, device):
     stream = Stream("test_rgb", x[order], y[order], [0, 32, 64], x[order][::2], y[order][::2], [0, 16, 32])
     run = RunSettings(iters_per_context=3, batch_size=8, eta=0.2, test_augment=test_augment)
     tr = make_trainer(stream, "ngm", None, run, 1, device)
-    tr.run(progress=None)
-    log = tr.runs[0].log()
-    assert tr.net.head.weight.device.type == device and tr.net.backbones[0].conv1.weight.device.type == device
+    train(tr, progress=None)
+    log = tr.log(0)
+    assert tr.models.head.weight.device.type == device and tr.models.backbones[0].stem.weight.device.type == device
     # context 2 under the v1 protocol pools 2 augmented passes: accuracies are multiples of 100/(2·16)
-    assert tr.rec_eval_passes.tolist() == ([1, 1, 1, 2, 2, 2] if test_augment else [1] * 6)
+    assert tr.records.eval_passes.tolist() == ([1, 1, 1, 2, 2, 2] if test_augment else [1] * 6)
     acc = log[(log.split == "test") & (log.iteration == 6)].accuracy.to_numpy()
     assert np.allclose(np.round(acc * 32 / 100), acc * 32 / 100)
     again = make_trainer(stream, "ngm", None, run, 1, device)
-    again.run(progress=None)
-    assert again.runs[0].log().equals(log)
+    train(again, progress=None)
+    assert again.log(0).equals(log)
     assert set(log.columns) >= {"gain_head"} and log.iteration.max() == 6
     assert log[log.split == "train"].gain_head.iloc[1] > 1.0
     (_, _, opt), = tr.optimizers
@@ -207,16 +209,26 @@ def test_resnet_training_path_on_a_small_rgb_stream(test_augment, device):
 
 def test_task1_only_evaluation_scope(split):
     tr = trained(split, "sgd", I=10, eval_scope="task1")
-    test = tr.runs[0].log().query("split == 'test'")
+    test = tr.log(0).query("split == 'test'")
     assert set(test.task) == {1} and len(test) == 30
-    full = trained(split, "sgd", I=10).runs[0].log().query("split == 'test' and task == 1")
+    full = trained(split, "sgd", I=10).log(0).query("split == 'test' and task == 1")
     assert test.accuracy.to_numpy().tolist() == full.accuracy.to_numpy().tolist()
+
+
+def test_dense_evaluation_after_each_switch(split):
+    """evaluation.dense_after_switch: every one of the first N iterations of a context, every ρ
+    elsewhere; evaluation never touches training, so those rows equal an every-iteration run's."""
+    sparse = trained(split, "sgd", I=10, eval_every=5, eval_dense_after_switch=2).log(0).query("split == 'test'")
+    assert sorted(set(sparse.iteration)) == [1, 2, 5, 10, 11, 12, 15, 20, 21, 22, 25, 30]
+    full = trained(split, "sgd", I=10).log(0).query("split == 'test'")
+    full = full[full.iteration.isin(sparse.iteration)]
+    assert sparse.reset_index(drop=True).equals(full.reset_index(drop=True))
 
 
 def test_bf16_evaluation_changes_evaluation_only(split):
     """evaluation.bf16: training is untouched (bitwise), the evaluated losses are computed in bf16."""
-    fp32 = trained(split, "ngm", I=10).runs[0].log()
-    bf16 = trained(split, "ngm", I=10, eval_bf16=True).runs[0].log()
+    fp32 = trained(split, "ngm", I=10).log(0)
+    bf16 = trained(split, "ngm", I=10, eval_bf16=True).log(0)
     train = fp32.split == "train"
     assert fp32[train].equals(bf16[train])
     diff = (fp32.loss - bf16.loss)[~train].abs()

@@ -25,7 +25,7 @@ MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 class Benchmark:
     name: str
     kind: str  # "class-incremental" or "domain-incremental"
-    net: str  # nets.build_net name
+    net: str  # its network: an archs.ARCHS name
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]

@@ -46,7 +46,7 @@ def cmd_stream(a) -> None:
 def cmd_train(a) -> None:
     import os
 
-    from .runfiles import train_runs
+    from .job import train_runs
 
     if len(a.run) != len(a.out_dir):
         raise SystemExit(f"error: give one --out-dir per --run ({len(a.run)} --run, {len(a.out_dir)} --out-dir)")
@@ -75,7 +75,7 @@ def cmd_metrics(a) -> None:
     if summary.get("diverged"):  # recorded as such; the tables count it, the workflow goes on
         result = {"diverged": True, "diverged_at": summary.get("diverged_at"), "task1": None, "seen": None}
     else:
-        result = {"diverged": False, **run_metrics(pd.read_parquet(a.log))}
+        result = {"diverged": False, **run_metrics(pd.read_parquet(a.log), summary["run"].get("eval_scope", "seen"))}
     atomic_write_text(a.out, json.dumps(result, indent=1, allow_nan=False))
     print(f"wrote {a.out}")
 
@@ -122,7 +122,7 @@ def cmd_run(a) -> None:
     from .config import data_root, load_config, run_config
     from .data import build_canonical
     from .streams import build_stream_file
-    from .runfiles import train_and_save
+    from .job import train_and_save
 
     config = load_config(a.config)
     for key, name in (("benchmarks", a.benchmark), ("methods", a.method)):

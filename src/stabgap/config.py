@@ -150,6 +150,17 @@ def check_config(config: dict) -> None:
 
     from .cost import machines
 
+    from .archs import ARCHS
+
+    for name, m in (config["cost"].get("machines") or {}).items():
+        for key, per_network in m.items():
+            for net in per_network if isinstance(per_network, dict) else []:
+                if net not in ARCHS:
+                    raise ConfigError(f"cost.machines.{name}.{key}.{net}: unknown network; known: {', '.join(ARCHS)}")
+    for name, bench in BENCHMARKS.items():
+        if bench.net not in ARCHS:
+            raise ConfigError(f"benchmark {name!r} is registered with network {bench.net!r}, which is not registered; "
+                              f"known networks: {', '.join(ARCHS)}")
     known = machines(config)
     if config["cost"]["runtime_machine"] not in known:
         raise ConfigError(f"cost.runtime_machine: {config['cost']['runtime_machine']!r} is not a machine of the cost "
@@ -238,6 +249,9 @@ def experiment_runs(config: dict) -> dict[str, list[tuple[str, str, int]]]:
 
 def run_config(config: dict, benchmark: str, variant: str, seed: int) -> dict:
     """Everything that determines one run's results, and nothing else (a change reruns the job)."""
+    from .archs import get_arch
+    from .benchmarks import get_benchmark
+
     method, overrides = parse_variant(variant)
     bench = config["benchmarks"][benchmark]
     ev = config["evaluation"]
@@ -252,8 +266,11 @@ def run_config(config: dict, benchmark: str, variant: str, seed: int) -> dict:
         "batch_size": bench["batch_size"],
         "eta": bench["eta"],
         "eval_every": ev["every"],
+        "eval_dense_after_switch": ev["dense_after_switch"],
+        "eval_scope": ev["scope"],
         "eval_subset": ev["subset"],
-        "eval_batch_size": ev["batch_size"],
+        # the network's measured evaluation batch (archs.py), unless the config sets one
+        "eval_batch_size": ev["batch_size"] or get_arch(get_benchmark(benchmark).net).eval_batch_size,
         "test_augment": bench["test_augment"],
         "eval_bf16": ev["bf16"],
         "precision": config["compute"]["precision"],

@@ -1,71 +1,25 @@
-"""What a config costs before it runs: FLOPs per run from the networks' layer shapes, and the time
-they take on a machine from its measured rates (issue 12). Plain Python, no torch: planning
-(`python -m stabgap cost`, the training rules' runtime resource) never imports it.
+"""What a config costs before it runs: FLOPs per run from the networks' layer plans (archs.py),
+the evaluation schedule (schedule.py), and the time they take on a machine from its measured rates.
+Plain Python, no torch: planning (`python -m stabgap cost`, the training rules' runtime resource)
+imports it, training jobs never do.
 
-FLOPs are counted as torch.utils.flop_counter counts them (tests/test_cost.py checks the count
-against it on the real networks): 2 per multiply-add of every convolution and matrix product,
-nothing for BatchNorm, ReLU, pooling or the loss. A training image costs its forward, the
-weight gradient of every layer (as much again) and the input gradient of every layer but the first
-(whose input needs none). Evaluation at an evaluated iteration in context k costs one forward per
-test image of every seen task (k passes under the v1 test augmentation; a subset caps each task).
+A training image costs its forward, the weight gradient of every layer (as much again) and the
+input gradient of every layer but the first (archs.Arch.train_flops); an evaluation forwards the
+images the schedule says (seen tasks or task 1, k passes under the v1 test augmentation, a subset
+caps each task).
 
 Time = training FLOPs ÷ training rate + evaluation FLOPs ÷ evaluation rate + per-iteration and
-per-evaluation overheads + one job start-up, the rates and
-overheads per network and machine being settings (`cost.machines` in the config, measured with
-`python -m stabgap.speed`; speed/NOTES.md). The overhead terms make launch-bound runs predictable.
+per-evaluation overheads + one job start-up. The rates and overheads per network and machine are
+the network's registry entry (archs.Arch.rates, measured with the speed harness; speed/NOTES.md),
+the machine's label and start-up are here, and the config's `cost.machines` may override any of
+them. The overhead terms make launch-bound runs predictable.
 """
 
 from __future__ import annotations
 
 import math
 
-# ---------------------------------------------------------------- the networks (nets.py), as shapes
-
-MLP_HIDDEN = 400
-RESNET_NF = 20
-
-
-def mlp_layers(in_features: int, num_classes: int) -> list[tuple[int, int]]:
-    """(multiply-adds per image, is-first-layer) per layer of nets.MLP."""
-    h = MLP_HIDDEN
-    return [(in_features * h, True), (h * h, False), (h * num_classes, False)]
-
-
-def resnet_layers(image_size: int, num_classes: int, nf: int = RESNET_NF) -> list[tuple[int, bool]]:
-    """(multiply-adds per image, is-first-layer) per convolution and the head of nets.SlimResNet18."""
-    out = lambda size, stride: (size - 1) // stride + 1  # noqa: E731  (3×3 pad 1 and 1×1 pad 0 alike)
-    s = image_size
-    layers = [(3 * 9 * nf * s * s, True)]  # stem, stride 1
-    cin = nf
-    for width, stride in ((nf, 1), (2 * nf, 2), (4 * nf, 2), (8 * nf, 2)):
-        for block_stride in (stride, 1):
-            s2 = out(s, block_stride)
-            layers.append((cin * 9 * width * s2 * s2, False))  # conv1
-            layers.append((width * 9 * width * s2 * s2, False))  # conv2
-            if block_stride != 1 or cin != width:
-                layers.append((cin * width * s2 * s2, False))  # 1×1 shortcut
-            cin, s = width, s2
-    pooled = (s - 4) // 4 + 1
-    layers.append((8 * nf * pooled * pooled * num_classes, False))  # head
-    return layers
-
-
-def net_layers(net: str, num_classes: int, image: tuple[int, int, int]) -> list[tuple[int, bool]]:
-    c, h, w = image
-    if net == "mlp":
-        return mlp_layers(c * h * w, num_classes)
-    if net == "resnet18_slim":
-        return resnet_layers(h, num_classes)
-    raise ValueError(f"no FLOP count for network {net!r}")
-
-
-def forward_flops(net: str, num_classes: int, image: tuple[int, int, int]) -> int:
-    return sum(2 * macs for macs, _ in net_layers(net, num_classes, image))
-
-
-def train_flops(net: str, num_classes: int, image: tuple[int, int, int]) -> int:
-    """Forward + backward of one training image."""
-    return sum(2 * macs * (2 if first else 3) for macs, first in net_layers(net, num_classes, image))
+from .schedule import Schedule
 
 
 # ---------------------------------------------------------------- what a benchmark's stream holds
@@ -73,12 +27,13 @@ def train_flops(net: str, num_classes: int, image: tuple[int, int, int]) -> int:
 # classes from the benchmark's entry (benchmarks.py), the image and the per-class test counts from
 # the dataset's (data/), the test images per task from the benchmark's `test_sizes`.
 
-def network(benchmark: str) -> tuple[str, int]:
-    """(network, output classes) of a benchmark."""
+def network(benchmark: str):
+    """(network registry entry, output classes) of a benchmark."""
+    from .archs import get_arch
     from .benchmarks import get_benchmark
 
     bench = get_benchmark(benchmark)
-    return bench.net, bench.num_classes
+    return get_arch(bench.net), bench.num_classes
 
 
 def dataset_facts(dataset: dict) -> tuple[tuple[int, int, int], list[int]]:
@@ -97,40 +52,42 @@ def stream_test_sizes(benchmark: str, stream: dict, per_class: list[int]) -> lis
 
 
 # ---------------------------------------------------------------- machines
-# Rates (GFLOP/s, per training job at its thread count) and overheads per network; the config's
-# `cost.machines` overrides or adds entries. How each number was measured: speed/NOTES.md, *Cost model*.
-DEFAULT_MACHINES = {
-    "cpu": {  # speed/NOTES.md, *Cost model*: fitted on harness slices at 1 thread, full MNIST and JPEG CIFAR-10
-        "label": "this project's CPU machine (2 cores), 1 thread per job (measured)",
-        "rate_gflops": {"mlp": 44.2, "resnet18_slim": 31.4},
-        "eval_rate_gflops": {"mlp": 44.2, "resnet18_slim": 16.1},
-        "per_iteration_s": {"mlp": 0.0025, "resnet18_slim": 0.0},
-        "per_evaluation_s": {"mlp": 0.0, "resnet18_slim": 0.0},
-        "startup_s": 3.0,
-    },
-    "gpu": {
-        "label": "NVIDIA H200, fp32 (MLP measured; ResNet rate ASSUMED until measured: speed/gpu.sh)",
-        "rate_gflops": {"mlp": 9400.0, "resnet18_slim": 20000.0},
-        "eval_rate_gflops": {"mlp": 9400.0, "resnet18_slim": 20000.0},
-        "per_iteration_s": {"mlp": 0.0023, "resnet18_slim": 0.004},
-        "per_evaluation_s": {"mlp": 0.0, "resnet18_slim": 0.0},
-        "startup_s": 10.0,
-    },
+# Per machine its label and job start-up; its per-network rates and overheads come from the
+# network registry (archs.Arch.rates); the config's `cost.machines` overrides or adds entries.
+MACHINES = {
+    "cpu": {"label": "this project's CPU machine (2 cores), 1 thread per job (measured)", "startup_s": 3.0},
+    "gpu": {"label": "NVIDIA H200, fp32 (MLP measured; ResNet rate ASSUMED until measured: speed/gpu.sh)",
+            "startup_s": 10.0},
 }
+RATE_KEYS = ("rate_gflops", "eval_rate_gflops", "per_iteration_s", "per_evaluation_s")
+
+
+def default_machines() -> dict:
+    """MACHINES with every registered network's rates filled in."""
+    from .archs import ARCHS
+
+    out = {}
+    for name, machine in MACHINES.items():
+        out[name] = dict(machine)
+        for key in RATE_KEYS:
+            out[name][key] = {arch.name: arch.rates[name][key] for arch in ARCHS.values()
+                              if key in arch.rates.get(name, {})}
+    return out
 
 
 def machines(config: dict, gpu_tflops: float | None = None) -> dict:
-    """The machines of the cost model: DEFAULT_MACHINES, with the config's `cost.machines` on top
+    """The machines of the cost model: default_machines(), with the config's `cost.machines` on top
     (an entry given in the config replaces the default entry's keys it names); with `gpu_tflops`,
-    the user's GPU: that rate for both networks and phases, the gpu entry's overheads."""
-    out = {name: {k: (dict(v) if isinstance(v, dict) else v) for k, v in m.items()}
-           for name, m in DEFAULT_MACHINES.items()}
+    the user's GPU: that rate for every network and phase, the gpu entry's overheads."""
+    from .archs import ARCHS
+
+    out = default_machines()
     for name, m in ((config.get("cost") or {}).get("machines") or {}).items():
         entry = out.setdefault(name, {})
         for key, value in m.items():
             entry[key] = {**entry.get(key, {}), **value} if isinstance(value, dict) else value
     if gpu_tflops is not None:
-        given = {net: gpu_tflops * 1e3 for net in ("mlp", "resnet18_slim")}
+        given = {net: gpu_tflops * 1e3 for net in ARCHS}
         out["gpu"] = {**out["gpu"], "rate_gflops": given, "eval_rate_gflops": given,
                       "label": f"a GPU achieving {gpu_tflops:g} TFLOP/s (given), overheads of the gpu entry"}
     return out
@@ -138,54 +95,25 @@ def machines(config: dict, gpu_tflops: float | None = None) -> dict:
 
 # ---------------------------------------------------------------- one run's work
 
-def eval_schedule(iters_per_context: int, n_contexts: int, every: int) -> list[int]:
-    """Evaluated iterations: every ρ iterations and at the end of every context (train.Trainer)."""
-    T = iters_per_context * n_contexts
-    return [t for t in range(1, T + 1) if t % every == 0 or t % iters_per_context == 0]
-
-
-def evaluation_flops(run: dict, test_sizes: list[int], image: tuple[int, int, int]) -> list[float]:
-    """FLOPs of one evaluation in each context k: k pooled passes under test augmentation, the
-    seen tasks 1..k (task 1 only under the v1 code's scope), each at most eval_subset images."""
-    net, K = network(run["benchmark"])
-    sizes = [min(s, run["eval_subset"]) if run.get("eval_subset") else s for s in test_sizes]
-    fwd = forward_flops(net, K, image)
-    out = []
-    for k in range(1, len(test_sizes) + 1):
-        passes = k if run.get("test_augment") else 1
-        seen = 1 if run.get("eval_scope") == "task1" else k  # the v1 code evaluated task 1 only
-        out.append(float(fwd * passes * sum(sizes[:seen])))
-    return out
-
-
 def iteration_flops(run: dict, test_sizes: list[int], image: tuple[int, int, int]) -> list[float]:
     """FLOPs of each iteration of a run (config.run_config) on a stream with these test sizes:
-    training, plus the evaluation at evaluated iterations. `image`: C×H×W."""
-    net, K = network(run["benchmark"])
-    I, n = run["iters_per_context"], len(test_sizes)
-    per_eval = evaluation_flops(run, test_sizes, image)
-    costs = [float(train_flops(net, K, image) * run["batch_size"])] * (I * n)
-    for t in eval_schedule(I, n, run["eval_every"]):
-        costs[t - 1] += per_eval[(t - 1) // I]
-    return costs
-
-
-def evaluations_per_context(iters_per_context: int, n_contexts: int, every: int) -> list[int]:
-    """How many iterations of each context eval_schedule evaluates, counted without listing them."""
-    I = iters_per_context
-    return [k * I // every - (k - 1) * I // every + (1 if (k * I) % every else 0) for k in range(1, n_contexts + 1)]
+    training, plus the evaluation the schedule makes at that iteration. `image`: C×H×W. A list as
+    long as the run (tests and slices; planning uses run_work)."""
+    arch, K = network(run["benchmark"])
+    sched = Schedule.of(run, test_sizes)
+    fwd, train = arch.forward_flops(image, K), float(arch.train_flops(image, K) * run["batch_size"])
+    return [train + (float(fwd * sched.images(sched.context(t))) if sched.evaluated(t) else 0.0)
+            for t in range(1, sched.total_iters + 1)]
 
 
 def run_work(run: dict, test_sizes: list[int], image: tuple[int, int, int]) -> dict:
     """A run's FLOPs for training and evaluation, its iterations and evaluations: the sums of
     iteration_flops, in closed form (planning must not allocate a list per iteration)."""
-    net, K = network(run["benchmark"])
-    I, n = run["iters_per_context"], len(test_sizes)
-    evals = evaluations_per_context(I, n, run["eval_every"])
-    eval_flops = sum(count * flops for count, flops in zip(evals, evaluation_flops(run, test_sizes, image)))
-    train = float(train_flops(net, K, image) * run["batch_size"] * I * n)
-    return {"network": net, "iterations": I * n, "evaluations": sum(evals), "train_flops": train,
-            "eval_flops": eval_flops}
+    arch, K = network(run["benchmark"])
+    sched = Schedule.of(run, test_sizes)
+    return {"network": arch.name, "iterations": sched.total_iters, "evaluations": sum(sched.per_context()),
+            "train_flops": float(arch.train_flops(image, K) * run["batch_size"] * sched.total_iters),
+            "eval_flops": float(arch.forward_flops(image, K) * sched.eval_images())}
 
 
 def predict_seconds(work: dict, machine: dict, n_jobs: float = 1.0) -> float:
@@ -230,8 +158,9 @@ def config_cost(config: dict, groups: dict, run_config, gpu_tflops: float | None
             new = [(v, s) for v, s in members if (bench, v, s) not in seen]  # a shared run counts once
             seen.update((bench, v, s) for v, s in members)
             works = [benchmark_run_work(config, run_config(config, bench, v, s)) for v, s in new]
+            first = run_config(config, bench, *members[0])
             row = {"group": group, "benchmark": bench, "runs": len(members), "new_runs": len(new),
-                   "network": works[0]["network"] if works else "",
+                   "network": works[0]["network"] if works else "", "evaluation": evaluation_label(first),
                    "train_pflop_per_run": works[0]["train_flops"] / 1e15 if works else 0.0,
                    "eval_pflop_per_run": works[0]["eval_flops"] / 1e15 if works else 0.0,
                    "total_pflop": sum(w["train_flops"] + w["eval_flops"] for w in works) / 1e15}
@@ -241,19 +170,72 @@ def config_cost(config: dict, groups: dict, run_config, gpu_tflops: float | None
     return rows
 
 
+def evaluation_label(run: dict) -> str:
+    """A run's evaluation schedule in a few words: scope, ρ, the dense window after each switch."""
+    label = f"{run.get('eval_scope', 'seen')}, every {run['eval_every']}"
+    if run.get("eval_dense_after_switch"):
+        label += f", first {run['eval_dense_after_switch']} of each context"
+    if run.get("test_augment"):
+        label += ", v1 test augmentation"
+    return label
+
+
+# the evaluation schedules `schedule_alternatives` prices beside a config's own: both scopes, as
+# configured and at a small budget (every 10th iteration, every one of the first 50 after a switch)
+ALTERNATIVES = [{}, {"every": 10, "dense_after_switch": 50}]
+
+
+def schedule_alternatives(config: dict, groups: dict, run_config, gpu_tflops: float | None = None) -> list[dict]:
+    """What the whole config would cost under other evaluation schedules: each scope, with the
+    config's ρ and window and with ALTERNATIVES' budget one. One row each (the config's own first)."""
+    import copy
+
+    own = config["evaluation"]
+    rows, done = [], set()
+    for scope in [own["scope"]] + [s for s in ("seen", "task1") if s != own["scope"]]:
+        for change in ALTERNATIVES:
+            ev = {**own, "scope": scope, **change}
+            key = (ev["scope"], ev["every"], ev["dense_after_switch"])
+            if key in done:
+                continue
+            done.add(key)
+            alt = copy.deepcopy(config)
+            alt["evaluation"] = ev
+            costs = config_cost(alt, groups, run_config, gpu_tflops)
+            row = {"scope": ev["scope"], "every": ev["every"], "dense_after_switch": ev["dense_after_switch"],
+                   "this config": not rows, "eval_pflop": sum(r["eval_pflop_per_run"] * r["new_runs"] for r in costs),
+                   "total_pflop": sum(r["total_pflop"] for r in costs)}
+            row.update({k: sum(r[k] for r in costs) for k in costs[0] if k.startswith("hours_")} if costs else {})
+            rows.append(row)
+    return rows
+
+
+def alternatives_table(rows: list[dict]) -> str:
+    names = [k[len("hours_"):] for k in rows[0] if k.startswith("hours_")] if rows else []
+    head = ["evaluation.scope", "every", "dense_after_switch", "eval PFLOP", "total PFLOP"] + [f"h on {n}" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        mark = " (this config)" if r["this config"] else ""
+        cells = [f"{r['scope']}{mark}", str(r["every"]), str(r["dense_after_switch"]), f"{r['eval_pflop']:.3f}",
+                 f"{r['total_pflop']:.3f}"] + [f"{r[f'hours_{n}']:.2f}" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def cost_table(rows: list[dict], machines: dict) -> str:
     """The Markdown table of `config_cost` rows, with a total line."""
     names = [k[len("hours_"):] for k in rows[0] if k.startswith("hours_")] if rows else []
-    head = ["group", "benchmark", "runs", "network", "train PFLOP/run", "eval PFLOP/run", "total PFLOP"]
+    head = ["group", "benchmark", "runs", "network", "evaluation", "train PFLOP/run", "eval PFLOP/run",
+            "total PFLOP"]
     head += [f"h on {n}" for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         runs = f"{r['runs']}" + (f" ({r['new_runs']} new)" if r["new_runs"] != r["runs"] else "")
-        cells = [r["group"], r["benchmark"], runs, r["network"], f"{r['train_pflop_per_run']:.4f}",
+        cells = [r["group"], r["benchmark"], runs, r["network"], r["evaluation"], f"{r['train_pflop_per_run']:.4f}",
                  f"{r['eval_pflop_per_run']:.4f}", f"{r['total_pflop']:.3f}"]
         cells += [f"{r[f'hours_{n}']:.2f}" for n in names]
         lines.append("| " + " | ".join(cells) + " |")
-    total = ["**total**", "", str(sum(r["new_runs"] for r in rows)), "", "", "",
+    total = ["**total**", "", str(sum(r["new_runs"] for r in rows)), "", "", "", "",
              f"{sum(r['total_pflop'] for r in rows):.3f}"]
     total += [f"{sum(r[f'hours_{n}'] for r in rows):.2f}" for n in names]
     lines.append("| " + " | ".join(total) + " |")
@@ -272,6 +254,9 @@ def write_cost(config: dict, groups: dict, run_config, out: str | None, source: 
 
     rows = config_cost(config, groups, run_config, gpu_tflops=gpu_tflops)
     table = cost_table(rows, machines(config, gpu_tflops))
+    table += ("\nThe same runs under other evaluation schedules (evaluation.scope, evaluation.every, "
+              "evaluation.dense_after_switch):\n\n" + alternatives_table(
+                  schedule_alternatives(config, groups, run_config, gpu_tflops)))
     if out:
         title = (f"# What {source} costs\n\nPredicted before running (stabgap.cost): FLOPs from the networks' "
                  f"shapes, hours = FLOPs / rate + overheads; a run shared by groups counts once.\n\n")

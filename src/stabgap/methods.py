@@ -7,7 +7,7 @@ one `register(Method(...))` call, here or in a plugin module named under the con
 plus its name and settings in the config. This module imports no torch (planning reads it).
 
 Parameter groups: every network splits its trainable parameters into the weights of its
-gain-modulated layers and the rest (batched.ModelBatch.param_refs, optim.RunOptimizer). On the MLP every layer is
+gain-modulated layers and the rest (models.ModelBatch.param_refs, optim.MethodOptimizer). On the MLP every layer is
 modulated; on the ResNet only the head. `momentum` applies to the rest; `modulated_momentum`
 (None = same as `momentum`) to the modulated weights. So NGM-SGD is momentum 0.9 on the ResNet
 backbone and plain SGD on its head, and plain SGD everywhere on the MLP (SPEC §2, §3).
@@ -49,14 +49,15 @@ class Method:
         """Its gain moves with the entropy of its outputs: figure 4 and the gain rows read it out."""
         return self.gain == "entropy" and not self.lr_drive
 
-    def gain_control(self, benchmark_eta: float):
-        from .gain import GainControl
+    def gain_settings(self, benchmark_eta: float):
+        """Its gain dynamics (gain.GainSettings) on a benchmark with this η."""
+        from .gain import GainSettings
 
         if self.gain == "entropy":
-            return GainControl("entropy", g0=self.g0, gamma=self.gamma, eta=self.eta_or(benchmark_eta))
+            return GainSettings("entropy", g0=self.g0, gamma=self.gamma, eta=self.eta_or(benchmark_eta))
         if self.gain == "bump":
-            return GainControl("bump", g0=self.g0, gamma=self.gamma, bump=self.bump)
-        return GainControl("frozen", g0=self.g0)
+            return GainSettings("bump", g0=self.g0, gamma=self.gamma, bump=self.bump)
+        return GainSettings("frozen", g0=self.g0)
 
     def eta_or(self, benchmark_eta: float) -> float:
         return benchmark_eta if self.eta is None else self.eta

@@ -4,7 +4,7 @@ The update rules are exactly those of torch.optim.SGD (dampening 0, no Nesterov,
 and torch.optim.Adam (no AMSGrad, no weight decay), single-tensor form. They are written here
 because they are a few lines each, because every piece of state is then plain and explicit (the
 oracle reset clears `state`; a checkpoint saves it), because one update must act on one model's
-slice of a stacked weight (batched.py), and because constructing a torch.optim optimizer imports
+slice of a stacked weight (models.py), and because constructing a torch.optim optimizer imports
 torch._dynamo, which costs about two seconds in every training job.
 """
 
@@ -15,11 +15,13 @@ import math
 import torch
 
 
-class RunOptimizer:
-    """One method's optimizer over some models of a batch: `refs` are (parameter, slice of its
-    model axis or None, gain-modulated?) as batched.ModelBatch.param_refs gives them. SGD uses the
-    method's `modulated_momentum` (None: its `momentum`) on modulated weights and `momentum` on the
-    rest; Adam treats all alike. State per ref, in order (a checkpoint saves `state`)."""
+class MethodOptimizer:
+    """The optimizer of the runs of a batch that share one method (a stretch of consecutive
+    models; an Entropy-LR run has its own, its lr moving with its own entropy): `refs` are
+    (parameter, slice of its model axis or None, gain-modulated?) as models.ModelBatch.param_refs
+    gives them. SGD uses the method's `modulated_momentum` (None: its `momentum`) on modulated
+    weights and `momentum` on the rest; Adam treats all alike. State per ref, in order (a
+    checkpoint saves `state`)."""
 
     def __init__(self, method, refs: list[tuple[torch.Tensor, slice | None, bool]]):
         self.method, self.refs = method, refs

@@ -5,7 +5,7 @@ reads. workflow/rules/common.smk calls these; tests/test_planning.py checks them
 Multi-run batching: with `compute.batch_runs: N > 1`, the runs of each batchable benchmark are
 grouped by the settings they must share (config.batch_key), sorted by (variant, seed) within a
 group, and cut into chunks of at most N runs; each chunk is one job training a batch of models
-(train.Trainer). Consequences: adding or removing runs can regroup, and so retrain, later batches
+(trainer.Trainer). Consequences: adding or removing runs can regroup, and so retrain, later batches
 of that benchmark; rebuilding one run retrains its batch.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from .archs import get_arch
 from .benchmarks import get_benchmark
 from .config import batch_key, run_config
 from .methods import METHODS
@@ -56,15 +57,17 @@ def train_batches(config: dict, groups: dict[str, list[Run]]) -> list[tuple[str,
 
 
 def job_group(benchmark: str, job: str) -> str:
-    """The Snakemake group of a training job (`job`: "<variant>_<seed>" or "batch<i>"). MLP runs share
-    one group, so a cluster profile can pack many into one scheduler job (--group-components
-    mlp_runs=N); every ResNet job is a group of its own."""
-    return "mlp_runs" if get_benchmark(benchmark).net == "mlp" else f"gpu_{benchmark}_{job}"
+    """The Snakemake group of a training job (`job`: "<variant>_<seed>" or "batch<i>"). The runs of a
+    network that wants no GPU (archs.Arch.wants_gpu: the MLP) share one group, "<network>_runs", so a
+    cluster profile can pack many into one scheduler job (--group-components mlp_runs=N); every GPU
+    job is a group of its own."""
+    arch = get_arch(get_benchmark(benchmark).net)
+    return f"gpu_{benchmark}_{job}" if arch.wants_gpu else f"{arch.name}_runs"
 
 
 def uses_gpu(config: dict, benchmark: str) -> int:
-    """ResNet runs ask the scheduler for a GPU unless the config pins the CPU; MLP runs never do."""
-    return int(get_benchmark(benchmark).net != "mlp" and config["compute"]["device"] != "cpu")
+    """Runs of a network that wants a GPU ask the scheduler for one unless the config pins the CPU."""
+    return int(get_arch(get_benchmark(benchmark).net).wants_gpu and config["compute"]["device"] != "cpu")
 
 
 def figure_benchmarks(config: dict, kind: str) -> list[str]:

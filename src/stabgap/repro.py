@@ -35,8 +35,8 @@ def compare_logs(stored: pd.DataFrame, fresh: pd.DataFrame, atol: float) -> tupl
 
 
 def check_run(run_dir: Path, atol: float) -> dict:
-    from .runfiles import train_and_save
-    from .train import resolve_device
+    from .job import train_and_save
+    from .trainer import resolve_device
 
     summary = json.loads((run_dir / "summary.json").read_text())
     log_path = run_dir / "log.parquet"

@@ -15,8 +15,8 @@ skipped, not trained: the time of an iteration depends on its context, not on th
 
 Prints one Markdown table row: wall time, s per run, training iterations/s, evaluated images/s,
 the FLOPs the slice must do (cost.py's count, checked against torch's flop counter), the achieved
-GFLOP/s, the rate of the same arithmetic measured alone in the same process (MLP: an fp32 matrix
-product; ResNet: the network's convolutions, forward and backward at the training batch size, and
+GFLOP/s, the rate of the same arithmetic measured alone in the same process (the network's layer
+plan: its matrix products and convolutions, forward and backward at the training batch size, and
 forward at the evaluation batch size), their ratio, and peak memory. Several runs (`--seeds`,
 several methods) train as one batch of models (`--mode batched`) or one after another in the same
 process (`--mode sequential`). It is a measurement, not a test.
@@ -54,54 +54,43 @@ def _timed(fn, seconds: float, device) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def matmul_gflops(n: int = 1024, seconds: float = 2.0, device: str = "cpu") -> float:
-    """Sustained fp32 GEMM rate of this process (n×n by n×n)."""
-    if torch.device(device).type != "cpu":
-        n = max(n, 8192)  # a GPU needs a large product to reach its rate
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n ** 3 / _timed(lambda: a @ b, seconds, device) / 1e9
-
-
-def conv_gflops(image_size: int, num_classes: int, train_batch: int, eval_batch: int, device="cpu",
-                seconds: float = 2.0, train_share: float = 0.5) -> float:
-    """The rate of the slim ResNet-18's convolutions alone: every conv of the network (cost.py's
-    shapes) forward + backward at the training batch and forward at the evaluation batch, weighted
-    by `train_share` of the run's FLOPs in training (a rate: FLOPs over seconds, per part)."""
+def layers_gflops(arch, image: tuple[int, int, int], num_classes: int, train_batch: int, eval_batch: int,
+                  device="cpu", seconds: float = 2.0, train_share: float = 0.5) -> float:
+    """The rate of the network's layers alone (archs.py: its plan): every convolution or matrix
+    product of the plan, forward + backward at the training batch and forward at the evaluation
+    batch, no BatchNorm, activation, loss or data, weighted by `train_share` of the run's FLOPs in
+    training (a rate: FLOPs over seconds, per part)."""
     import torch.nn.functional as F
 
-    from .cost import RESNET_NF
-
-    nf, s = RESNET_NF, image_size
-    convs = [(3, nf, 3, 1, s)]
-    cin = nf
-    for width, stride in ((nf, 1), (2 * nf, 2), (4 * nf, 2), (8 * nf, 2)):
-        for bs in (stride, 1):
-            convs += [(cin, width, 3, bs, s), (width, width, 3, 1, (s - 1) // bs + 1)]
-            if bs != 1 or cin != width:
-                convs.append((cin, width, 1, bs, s))
-            cin, s = width, (s - 1) // bs + 1
-    weights = [torch.randn(co, ci, k, k, device=device, requires_grad=True) for ci, co, k, _, _ in convs]
+    layers = arch.layers(image, num_classes)
     if torch.device(device).type == "cpu":  # a CPU's rate is flat in the batch: keep the measurement short
         train_batch, eval_batch = min(train_batch, 32), min(eval_batch, 64)
     rates = []
     for batch, train in ((train_batch, True), (eval_batch, False)):
-        xs = [torch.randn(batch, ci, sz, sz, device=device, requires_grad=train and i > 0)
-              for i, (ci, _, _, _, sz) in enumerate(convs)]
+        ops = []
+        for i, layer in enumerate(layers):
+            grad = train and i > 0
+            if layer.kind == "conv":
+                w = torch.randn(layer.cout, layer.cin, layer.kernel, layer.kernel, device=device, requires_grad=train)
+                insize = (layer.size - 1) * layer.stride + 1  # gives the planned output size (and FLOPs)
+                x = torch.randn(batch, layer.cin, insize, insize, device=device, requires_grad=grad)
+                ops.append((lambda x=x, w=w, layer=layer: F.conv2d(x, w, stride=layer.stride,
+                                                                   padding=layer.kernel // 2), x, w))
+            else:
+                w = torch.randn(layer.cout, layer.cin, device=device, requires_grad=train)
+                x = torch.randn(batch, layer.cin, device=device, requires_grad=grad)
+                ops.append((lambda x=x, w=w: x @ w.t(), x, w))
 
         def run():
-            for x, w, (_, _, k, stride, _) in zip(xs, weights, convs):
-                y = F.conv2d(x, w, stride=stride, padding=k // 2)
+            for op, x, w in ops:
+                y = op()
                 if train:
                     y.backward(torch.ones_like(y))
                     w.grad = x.grad = None
 
         with torch.set_grad_enabled(train):
             sec = _timed(run, seconds / 2, device)
-        flops = 0
-        for i, (ci, co, k, stride, sz) in enumerate(convs):
-            out = (sz - 1) // stride + 1
-            macs = batch * ci * co * k * k * out * out
-            flops += 2 * macs * ((2 if i == 0 else 3) if train else 1)
+        flops = (arch.train_flops if train else arch.forward_flops)(image, num_classes) * batch
         rates.append(flops / sec / 1e9)
     # time-weighted: a run spending train_share of its FLOPs in training runs at the harmonic blend
     return 1.0 / (train_share / rates[0] + (1 - train_share) / rates[1])
@@ -148,13 +137,14 @@ def load_data(benchmark: str, config: dict, data_root: str | None):
 
 
 def main(argv=None) -> None:
-    from .config import load_config, run_config
-    from .cost import forward_flops, iteration_flops, train_flops
-    from .methods import resolve_method
-    from .runfiles import run_settings, set_precision
+    from .archs import get_arch
     from .benchmarks import BENCHMARKS, get_benchmark
+    from .config import load_config, run_config
+    from .cost import iteration_flops
+    from .job import run_settings, set_precision
+    from .methods import resolve_method
     from .streams import build_stream
-    from .train import Trainer, resolve_device
+    from .trainer import Trainer, resolve_device
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", default="split_mnist", choices=list(BENCHMARKS))
@@ -208,7 +198,7 @@ def main(argv=None) -> None:
                 r.iteration = start
             while tr.iteration < stop:
                 tr.step()
-            tr.rec_train_loss.sum().item()  # wait for the device
+            tr.records.train_loss.sum().item()  # wait for the device
 
     t0 = time.perf_counter()
     if mode == "batched":
@@ -221,17 +211,13 @@ def main(argv=None) -> None:
     wall = time.perf_counter() - t0
 
     bench = get_benchmark(a.benchmark)
-    image = tuple(trainers[0].data.train_x.shape[1:])
+    arch, image = get_arch(bench.net), trainers[0].data.image
     costs = iteration_flops({**cfg[0], "eval_scope": a.eval}, stream.task_sizes("test"), image)
     flops = sum(costs[start:stop]) * len(runs)
-    train_part = train_flops(bench.net, bench.num_classes, image) * settings.batch_size * (stop - start) * len(runs)
-    fwd = forward_flops(bench.net, bench.num_classes, image)
-    evaluated = (flops - train_part) / fwd
-    if bench.net == "mlp":
-        alone = matmul_gflops(device=str(device))
-    else:
-        alone = conv_gflops(image[-1], bench.num_classes, settings.batch_size, settings.eval_batch_size,
-                            device=str(device), train_share=train_part / max(flops, 1.0))
+    train_part = arch.train_flops(image, bench.num_classes) * settings.batch_size * (stop - start) * len(runs)
+    evaluated = (flops - train_part) / arch.forward_flops(image, bench.num_classes)
+    alone = layers_gflops(arch, image, bench.num_classes, settings.batch_size, settings.eval_batch_size,
+                          device=str(device), train_share=train_part / max(flops, 1.0))
     achieved = flops / wall / 1e9
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2 ** 20

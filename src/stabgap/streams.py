@@ -89,6 +89,70 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tens
 AUGMENTATIONS = {"cifar": crop_flip}
 
 
+# ---------------------------------------------------------------- a run's random streams
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers; independent streams for (seed, purpose, context)."""
+    h = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+# what a run draws, each from its own generator: its mini-batches (a fresh sampler per context, with
+# their training augmentation), its fixed evaluation subset, its v1 test augmentation
+PURPOSE_SAMPLER, PURPOSE_EVAL_SUBSET, PURPOSE_TEST_AUGMENT = 1, 2, 3
+
+
+# ---------------------------------------------------------------- a stream on a run's device
+
+class DeviceStream:
+    """A stream's images and labels on the device of a batch of runs, in the layout the networks
+    take, held once for every run of the batch: training images stay uint8 (normalised per batch,
+    after augmentation); the task-ordered test set is normalised once (kept uint8 under the v1 test
+    augmentation, which augments afresh at every evaluation)."""
+
+    def __init__(self, stream: Stream, device: torch.device, test_augment: bool = False):
+        bench = get_benchmark(stream.benchmark)
+        self.stream = stream
+        self.train_x = self._layout(stream.train_x).to(device)
+        self.train_y = stream.train_y.to(device)
+        self.mean = torch.tensor(bench.mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(bench.std, device=device).view(1, -1, 1, 1)
+        self.augment = AUGMENTATIONS[bench.augment] if bench.augment else None
+        if test_augment and self.augment is None:
+            raise ValueError(f"test_augment is on, but benchmark {stream.benchmark!r} has no augmentation")
+        test_x = self._layout(stream.test_x).to(device)
+        self.test_x = test_x if test_augment else self.normalise(test_x)
+        self.test_y = stream.test_y.to(device)
+        self.device = torch.device(device)
+
+    @property
+    def image(self) -> tuple[int, int, int]:
+        """C×H×W."""
+        return tuple(self.train_x.shape[1:])
+
+    @staticmethod
+    def _layout(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:  # N×H×W×3 images -> N×3×H×W
+            return x.permute(0, 3, 1, 2).contiguous()
+        return x.unsqueeze(1)  # N×1×H×W
+
+    def normalise(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return (x_uint8.float().div_(255.0) - self.mean) / self.std
+
+    def sample(self, k: int, generators: list[torch.Generator], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mini-batch per run from the union of tasks 1..k, drawn i.i.d. with replacement (and
+        augmented, on the uint8 images) from that run's own generator: exactly what it draws alone.
+        R×B×C×H×W normalised images, R×B labels."""
+        n_union = self.stream.train_offsets[k]
+        idx = [torch.randint(0, n_union, (batch_size,), generator=g) for g in generators]
+        if self.augment is None:
+            idx = torch.stack(idx).to(self.device)
+            return self.normalise(self.train_x[idx]), self.train_y[idx]
+        xs = [self.augment(self.train_x[i.to(self.device)], g) for g, i in zip(generators, idx)]
+        idx = torch.stack(idx).to(self.device)
+        return self.normalise(torch.stack(xs)), self.train_y[idx]
+
+
 # ---------------------------------------------------------------- building, saving, loading
 
 def _apply(images: np.ndarray, task: dict) -> np.ndarray:

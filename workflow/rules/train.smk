@@ -16,7 +16,7 @@ rule train:
     wildcard_constraints:
         benchmark="|".join(UNBATCHED_BENCHMARKS) or "(?!)",
     # MLP runs share one group, so a cluster profile can pack many into one scheduler job
-    # (--group-components mlp_runs=N); every ResNet run is a group of its own.
+    # (--group-components mlp_runs=N; planning.job_group); every GPU run is a group of its own.
     group:
         train_group
     conda:

@@ -1,5 +1,6 @@
-"""A run's files: train runs of one stream and write each run's `log.parquet` and `summary.json`
-(with provenance), and the checkpoints a killed job resumes from. The training loop is train.py's.
+"""The training job: runs of one stream -> each run's `log.parquet` and `summary.json` (with
+provenance), and the checkpoints a killed job resumes from. The training iteration and its loop are
+trainer.py's.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .config import batch_key, config_hash
 from .fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from .methods import resolve_method
 from .streams import load_stream
-from .train import RunSettings, Trainer, resolve_device
+from .trainer import RunSettings, Trainer, resolve_device, train
 
 
 def provenance() -> dict:
@@ -106,16 +107,13 @@ def load_checkpoint(path, run_hash: str, device: torch.device, progress=sys.stde
     return state
 
 
-def stream_image(stream) -> tuple[int, int, int]:
-    """C×H×W of a stream's images (stored N×H×W or N×H×W×C)."""
-    shape = tuple(stream.train_x.shape[1:])
-    return (1, *shape) if len(shape) == 2 else (shape[2], shape[0], shape[1])
-
-
 def run_settings(run: dict) -> RunSettings:
+    """A run's settings (config.run_config's dict) as the trainer takes them."""
     return RunSettings(iters_per_context=run["iters_per_context"], batch_size=run["batch_size"], eta=run["eta"],
                        eval_every=run["eval_every"], eval_subset=run["eval_subset"],
                        eval_batch_size=run["eval_batch_size"], test_augment=run.get("test_augment", False),
+                       eval_scope=run.get("eval_scope", "seen"),
+                       eval_dense_after_switch=run.get("eval_dense_after_switch", 0),
                        eval_bf16=run.get("eval_bf16", False))
 
 
@@ -132,12 +130,10 @@ def train_and_save(run: dict, stream_path, out_dir, progress=sys.stderr, checkpo
 
 def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stderr, checkpoint_path=None,
                checkpoint_every: int = 0, keep_checkpoint: bool = False) -> list[dict]:
-    """Train runs of one stream as one batch of models (train.Trainer; multi-run batching when there
+    """Train runs of one stream as one batch of models (trainer.Trainer; multi-run batching when there
     are several) and write each run's `log.parquet` and `summary.json` atomically into its folder of
     `out_dirs`. The runs may differ only in method and seed (config.batch_key); each run's log is the
     one it would get alone (bitwise on the CPU). Checkpoints as in `train_and_save`; a batch has one."""
-    from .cost import iteration_flops
-
     if len(runs) != len(out_dirs) or not runs:
         raise ValueError(f"give one output folder per run ({len(runs)} runs, {len(out_dirs)} folders)")
     first = runs[0]
@@ -170,8 +166,8 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
     def checkpoint(tr) -> None:
         save_checkpoint(tr, checkpoint_path, run_hash, before + time.perf_counter() - t0)
 
-    trainer.run(progress=progress, checkpoint=checkpoint if checkpoint_path else None,
-                checkpoint_every=checkpoint_every, costs=iteration_flops(first, stream.task_sizes("test"), stream_image(stream)))
+    train(trainer, progress=progress, checkpoint=checkpoint if checkpoint_path else None,
+          checkpoint_every=checkpoint_every)
     wall = before + time.perf_counter() - t0
     batch = None
     if len(runs) > 1:
@@ -186,13 +182,13 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        r.log().to_parquet(buf, index=False)
+        trainer.log(r.m).to_parquet(buf, index=False)
         atomic_write_bytes(out_dir / "log.parquet", buf.getvalue())
         summary = {
             "benchmark": run["benchmark"], "method": run["method"], "seed": run["seed"], "run": run,
             "config_hash": config_hash(run), "resolved_method": dataclasses_asdict(r.method),
-            "n_contexts": r.n_contexts, "iterations": r.iteration, "diverged": r.diverged(),
-            "diverged_at": r.diverged_at, "total_iterations": r.total_iters,
+            "n_contexts": trainer.schedule.n_contexts, "iterations": r.iteration, "diverged": r.diverged(),
+            "diverged_at": r.diverged_at, "total_iterations": trainer.total_iters,
             "log_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
             # a batch's runs share one process: its wall time, and the batch they were trained in
             "train_seconds": round(wall, 3), "iterations_per_second": round(r.iteration / max(wall, 1e-9), 2),
