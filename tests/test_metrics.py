@@ -215,3 +215,25 @@ def test_duplicate_test_rows_rejected():
     log = make_log(THREE, 4, sizes=THREE_SIZES)
     with pytest.raises(ValueError):
         M.test_curves(pd.concat([log, log[log["split"] == "test"].head(1)]))
+
+
+def test_min_gap_says_when_a_minimum_may_lie_between_evaluations():
+    # every iteration evaluated: each minimum is exact
+    every = M.run_metrics(make_log(THREE, 4, sizes=THREE_SIZES))
+    assert every["task1"]["min_gap"] == [1, 1, 1] and every["seen"]["min_gap"] == [1, 1]
+    # I = 6, rho = 4: evaluated at 4, 6, 8, 12; stage 1's minimum (t=4) has 4 unevaluated iterations
+    # before it, stage 2's (t=8) the next evaluation 4 iterations later
+    full = [10, 20, 30, 40, 50, 60, 5, 30, 50, 55, 62, 65]
+    m = M.run_metrics(make_log([full, [0] * 6], 6, rho=4))
+    assert m["task1"]["min_gap"] == [4, 4] and m["seen"]["min_gap"] == [4]
+
+
+def test_a_task1_scope_log_has_the_task1_family_only():
+    log = make_log(THREE, 4, sizes=THREE_SIZES)
+    task1_only = log[(log.split == "train") | (log.task == 1)]
+    m = M.run_metrics(task1_only, scope="task1")
+    assert m["seen"] is None and "evaluation.scope task1" in m["skipped"]["seen"]
+    assert m["task1"] == M.run_metrics(log)["task1"]  # the task-1 curve is the same
+    with pytest.raises(ValueError, match="tasks=1"):  # read as a seen-scope log: a clear error
+        M.run_metrics(task1_only)
+    json.dumps(m, allow_nan=False)

@@ -171,3 +171,24 @@ def test_a_users_own_reference_folder_replaces_the_papers(tmp_path):
     (tmp_path / "bad.csv").write_text("benchmark,value\nsplit_mnist,1\n")
     with pytest.raises(ValueError, match="lacks the column"):
         R.load_reference(tmp_path)
+
+
+def test_runs_evaluated_on_task1_only_skip_the_seen_family_and_say_why():
+    from stabgap.metrics import SEEN_SKIPPED
+
+    ngm = group(VALUES)
+    msgd = R.Group("split_mnist", "msgd", {"builder": "mnist"})
+    for i in range(5):
+        metrics = {"task1": {"avg_sg": 0.3, "sg": [0.3]}, "seen": None, "skipped": {"seen": SEEN_SKIPPED}}
+        msgd.runs.append((run("msgd", 42 + i, eval_scope="task1"), metrics, None))
+    msgd.cache["n_test"] = 2115
+    groups = {("split_mnist", "ngm"): ngm, ("split_mnist", "msgd"): msgd}
+    claim = {"id": "x", "text": "lower seen avg-SG", "kind": "superiority", "family": "seen", "metric": "avg_sg",
+             "method": "ngm", "versus": ["msgd"], "better": "lower", "benchmarks": ["split_mnist"]}
+    rows, summary = R.evaluate_claims([claim], groups, PROTOCOLS, n_boot=50)
+    assert rows.verdict.tolist() == ["not run"] and "5 of 5 runs: evaluation.scope task1" in rows.note.iloc[0]
+    comp = R.compare(groups, reference(0.3, method="msgd"), PROTOCOLS, n_boot=50)
+    r = comp[comp.paper.notna()].iloc[0]
+    assert r.verdict == "not in ours" and "evaluation.scope task1" in r.note
+    t1 = R.compare(groups, reference(0.3, method="msgd", family="task1"), PROTOCOLS, n_boot=50)  # task 1: there
+    assert t1.ours.iloc[0] == pytest.approx(0.3)

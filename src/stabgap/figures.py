@@ -279,15 +279,20 @@ def plot_seen_tasks(run_dirs, out_stem) -> list[Path]:
     """Accuracy of every seen task per iteration (seed mean): one row per benchmark, one column per
     method; the picture of the stability gap that the "seen" metrics summarise."""
     curves: dict[tuple[str, str], list[pd.DataFrame]] = {}
-    meta = {}
+    meta, task1_only = {}, set()
     for summary, log in _runs(run_dirs):
+        key = (summary["benchmark"], _variant(summary))
+        meta[summary["benchmark"]] = (summary["run"]["iters_per_context"], summary["n_contexts"])
+        if summary["run"].get("eval_scope") == "task1" and summary["n_contexts"] > 1:
+            print(f"seen-tasks figure: left out {summary['benchmark']}/{key[1]}/seed{summary['seed']}: "
+                  f"evaluated on task 1 only (evaluation.scope task1)")
+            task1_only.add(key)
+            continue
         if log is None:
             continue
-        key = (summary["benchmark"], _variant(summary))
         curves.setdefault(key, []).append(log[log.split == "test"][["iteration", "task", "accuracy"]])
-        meta[summary["benchmark"]] = (summary["run"]["iters_per_context"], summary["n_contexts"])
-    benches = list(dict.fromkeys(b for b, _ in curves))
-    methods = list(dict.fromkeys(m for _, m in curves))
+    benches = list(dict.fromkeys(b for b, _ in [*curves, *task1_only]))
+    methods = list(dict.fromkeys(m for _, m in [*curves, *task1_only]))
     with plt.rc_context(style()):
         fig, axes = plt.subplots(len(benches), len(methods), figsize=(3.0 * len(methods), 2.4 * len(benches)),
                                  squeeze=False, sharey=True)
@@ -301,6 +306,9 @@ def plot_seen_tasks(run_dirs, out_stem) -> list[Path]:
                     mean = mean.reset_index().assign(task=lambda d: d.task.map(lambda j: f"Task {j}"))
                     sns.lineplot(data=mean, x="iteration", y="accuracy", hue="task", ax=ax, errorbar=None, linewidth=0.8,
                                  palette=[cmap(j) for j in range(mean.task.nunique())], legend=c == len(methods) - 1)
+                elif (bench, method) in task1_only:
+                    ax.text(0.5, 0.5, "task 1 only evaluated\n(evaluation.scope: task1)", ha="center", va="center",
+                            transform=ax.transAxes, fontsize=7)
                 ax.set(xlabel="", ylabel="")
                 _context_marks(ax, I, n, label=False)
                 if r == 0:
@@ -327,9 +335,10 @@ def plot_lr_sweep(run_dirs, out_stem) -> list[Path]:
         metrics = json.loads((d / "metrics.json").read_text())
         method, overrides = parse_variant(_variant(summary))
         ok = not summary.get("diverged")
+        seen = metrics.get("seen") if ok else None  # none: diverged, or evaluated on task 1 only
         rows.append({"benchmark": summary["benchmark"], "method": method, "lr": overrides["lr"], "diverged": not ok,
-                     "acc": metrics["seen"]["avg_acc"] if ok else np.nan,
-                     "sg": 100 * metrics["seen"]["avg_sg"] if ok and metrics["seen"]["avg_sg"] is not None else np.nan})
+                     "acc": seen["avg_acc"] if seen else np.nan,
+                     "sg": 100 * seen["avg_sg"] if seen and seen["avg_sg"] is not None else np.nan})
     data = pd.DataFrame(rows)
     benches = list(dict.fromkeys(data.benchmark))
     with plt.rc_context(style()):

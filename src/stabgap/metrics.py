@@ -88,8 +88,9 @@ class Curves:
         return self.acc[:, :k] @ w / w.sum()
 
 
-def test_curves(log: pd.DataFrame) -> Curves:
-    """Extract the per-task test curves of one run's log (SPEC §6).
+def test_curves(log: pd.DataFrame, tasks: int | None = None) -> Curves:
+    """Extract the per-task test curves of one run's log (SPEC §6): of every task, or of the first
+    `tasks` (1: task 1 alone, all a run evaluated under evaluation.scope task1).
 
     Uses only the ``split == "test"`` rows and the columns iteration, context, task, n, accuracy and
     loss; every other column is ignored.
@@ -98,8 +99,10 @@ def test_curves(log: pd.DataFrame) -> Curves:
     test = log[log["split"] == "test"]
     if test.empty:
         raise ValueError("log has no test rows")
+    if tasks is not None:
+        test = test[test["task"] <= tasks]
 
-    tasks = list(range(1, n_contexts + 1))
+    tasks = list(range(1, (tasks or n_contexts) + 1))
     # pivot raises on a duplicated (iteration, task) pair
     acc = test.pivot(index="iteration", columns="task", values="accuracy").reindex(columns=tasks)
     loss = test.pivot(index="iteration", columns="task", values="loss").reindex(columns=tasks)
@@ -114,10 +117,11 @@ def test_curves(log: pd.DataFrame) -> Curves:
         raise ValueError("a task's test-set size n changes between evaluations")
     sizes = n_per_task.first().reindex(tasks)
     if sizes.isna().any():
-        raise ValueError(f"some of the tasks 1..{n_contexts} are never evaluated")
+        raise ValueError(f"some of the tasks 1..{len(tasks)} are never evaluated (a log of evaluation.scope "
+                         f"task1 has task 1 only: read it with tasks=1)")
     if acc[1].isna().any():
         raise ValueError("task 1 must be evaluated at every evaluated iteration")
-    if set(contexts.unique()) != set(tasks):
+    if set(contexts.unique()) != set(range(1, n_contexts + 1)):
         raise ValueError("every context must have at least one evaluated iteration")
 
     return Curves(
@@ -174,6 +178,17 @@ def _switch_stats(curves: Curves, values: np.ndarray, k: int) -> dict:
     return {"sg": _sg(pre, low), "depth": pre - low, "recover": _recover(curves, values, end)}
 
 
+def _min_gap(curves: Curves, values: np.ndarray, k: int) -> int:
+    """How far apart the evaluations around stage k's minimum of `values` are, in iterations: 1 when
+    the iterations next to it (within the stage) were evaluated too, so it is the curve's minimum;
+    more when the true minimum may lie between evaluated iterations (evaluation every ρ > 1)."""
+    idx = np.flatnonzero(curves.stage_mask(k))
+    i = int(idx[np.argmin(values[idx])])
+    before = curves.iters[i] - (curves.iters[i - 1] if i > 0 else 0)
+    after = curves.iters[i + 1] - curves.iters[i] if i + 1 < len(curves.iters) and curves.contexts[i + 1] == k else 1
+    return int(max(before, after))
+
+
 def _mean_or_nan(xs) -> float:
     return float(np.mean(xs)) if len(xs) else float("nan")
 
@@ -188,7 +203,9 @@ def task1_metrics(curves: Curves) -> dict:
     avg_acc = mean_k final_k; avg_min_acc = mean of min_k for k = 1..n-1 (includes stage 1, excludes
     the last, as coded in v1); wc_acc = final_n/n + (1 - 1/n) avg_min_acc;
     sg_k = (final_k - min_{k+1}) / final_k (fraction); avg_sg = mean sg_k; depth_k = final_k -
-    min_{k+1} (points); recover_k = iterations after the switch until c >= final_k again (or None).
+    min_{k+1} (points); recover_k = iterations after the switch until c >= final_k again (or None);
+    min_gap_k = the spacing of the evaluations around min_k (1: exact; more: the true minimum may lie
+    between evaluated iterations).
     """
     c = curves.acc[:, 0]
     n = curves.n_contexts
@@ -207,6 +224,7 @@ def task1_metrics(curves: Curves) -> dict:
         "avg_sg": _mean_or_nan(sg),
         "depth": [s["depth"] for s in switches],
         "recover": [s["recover"] for s in switches],
+        "min_gap": [_min_gap(curves, c, k) for k in range(1, n + 1)],
     })
 
 
@@ -218,7 +236,8 @@ def seen_metrics(curves: Curves) -> dict:
     k = 1..n-1; avg_sg = mean sg_k; depth_k and recover_k as in :func:`task1_metrics` on A_{<k+1};
     min_acc = mean over tasks j < n of min of a_j over all evaluated iterations after stage j;
     avg_acc = mean over all n tasks of a_j at the final evaluated iteration;
-    wc_acc = a_n(end)/n + (1 - 1/n) min_acc.
+    wc_acc = a_n(end)/n + (1 - 1/n) min_acc; min_gap_k = the spacing of the evaluations around the
+    minimum of switch k (as in :func:`task1_metrics`).
     """
     n = curves.n_contexts
     final = [curves.pooled(k)[curves.stage_end(k)] for k in range(1, n + 1)]
@@ -237,11 +256,18 @@ def seen_metrics(curves: Curves) -> dict:
         "wc_acc": at_end[-1] / n + ((1 - 1 / n) * min_acc if n > 1 else 0.0),
         "depth": [s["depth"] for s in switches],
         "recover": [s["recover"] for s in switches],
+        "min_gap": [_min_gap(curves, curves.pooled(k), k + 1) for k in range(1, n)],
     })
 
 
-def run_metrics(log: pd.DataFrame) -> dict:
-    """Both families for one run's log, JSON-serialisable (SPEC §6)."""
+SEEN_SKIPPED = "evaluation.scope task1: only task 1 was evaluated, so the seen-tasks metrics do not exist"
+
+
+def run_metrics(log: pd.DataFrame, scope: str = "seen") -> dict:
+    """Both families for one run's log, JSON-serialisable (SPEC §6). A run evaluated under
+    evaluation.scope task1 has the task1 family only: "seen" is None and "skipped" says why."""
+    if scope == "task1":
+        return {"task1": task1_metrics(test_curves(log, tasks=1)), "seen": None, "skipped": {"seen": SEEN_SKIPPED}}
     curves = test_curves(log)
     return {"task1": task1_metrics(curves), "seen": seen_metrics(curves)}
 

@@ -105,7 +105,7 @@ class Group:
 
     def curves(self) -> list:
         if "curves" not in self.cache:
-            self.cache["curves"] = [M.test_curves(pd.read_parquet(log)) for _, _, log in self.runs]
+            self.cache["curves"] = [M.test_curves(pd.read_parquet(log), tasks=1) for _, _, log in self.runs]
         return self.cache["curves"]
 
     def _per_seed(self, family: str, metric: str) -> np.ndarray:
@@ -115,13 +115,23 @@ class Group:
             return np.array([g[k - 1] if len(g) >= k else math.nan for g in stages])
         out = []
         for _, m, _ in self.runs:
-            fam = m[family]
+            fam = m.get(family)
+            if fam is None:  # e.g. no "seen" metrics: the run evaluated task 1 only
+                out.append(math.nan)
+                continue
             if metric.startswith("sg_"):
                 k = int(metric.split("_")[1])
                 out.append(fam["sg"][k - 1] if len(fam["sg"]) >= k else math.nan)
             else:
                 out.append(fam.get(metric, math.nan))
         return np.array([math.nan if v is None else float(v) for v in out])
+
+    def missing(self, family: str) -> str:
+        """Why some runs have no `family` metrics ("" when all have them)."""
+        if family not in ("task1", "seen"):
+            return ""
+        skipped = [m.get("skipped", {}).get(family) for _, m, _ in self.runs if m.get(family) is None]
+        return f"{len(skipped)} of {self.n} runs: {skipped[0]}" if skipped else ""
 
     def task1_test_images(self) -> int:
         if "n_test" not in self.cache:
@@ -268,7 +278,7 @@ def _fill(row: dict, group: Group, protocol: dict | None, n_boot: int, k: float,
     ours = statistic(group, family, metric)
     row.update(ours=ours, seeds=group.n)
     if not math.isfinite(ours):
-        row.update(verdict="not in ours", note=f"our {family} family has no {metric} here")
+        row.update(verdict="not in ours", note=group.missing(family) or f"our {family} family has no {metric} here")
         return row
     se = max(bootstrap_se(group, family, metric, n_boot, seed), se_floor(metric, family, group.task1_test_images()))
     row.update(ours_se=se)
@@ -389,6 +399,12 @@ def evaluate_claims(claims: list[dict], groups: dict, protocols: dict, alpha: fl
             if mine is None or mine.n < 2 or any(o is None or o.n < 2 for o in others):
                 claim_rows.append({**base, "versus": ", ".join(v for v in versus if v), "verdict": "not run",
                                    "note": "needs at least 2 seeds of every method"})
+                continue
+            missing = [g.missing(claim.get("family", "")) for g in [mine] + others]
+            if any(missing):
+                claim_rows.append({**base, "versus": ", ".join(v for v in versus if v), "verdict": "not run",
+                                   "note": f"no {claim['family']} metrics in some runs ("
+                                           + "; ".join(m for m in missing if m) + ")"})
                 continue
             protocol = _protocol_for(bench, protocols)
             reasons = comparability(mine, protocol) if protocol else ["no paper protocol for this benchmark"]

@@ -54,8 +54,12 @@ def load_runs(run_dirs) -> list[dict]:
     return runs
 
 
-def _families(metrics: dict) -> dict:
-    return {family: metrics[family] for family in ("task1", "seen")}
+def _aggregate(runs: list[dict], family: str, ddof: int) -> tuple[dict | None, int]:
+    """Mean ± std over the runs of one family's metrics; (None, skipped) when no run has them. A run
+    evaluated on task 1 only (evaluation.scope task1) has no "seen" metrics: it is skipped, counted."""
+    have = [r["metrics"][family] for r in runs if r["metrics"].get(family) is not None]
+    agg = M.mean_std_over_seeds([{family: m} for m in have], ddof=ddof)[family] if have else None
+    return agg, len(runs) - len(have)
 
 
 def _groups(runs):
@@ -74,20 +78,23 @@ def table_frames(runs: list[dict], ddof: int = 0, methods: tuple[str, ...] | Non
             continue
         ok = [r for r in group if not r["diverged"]]
         base = {"benchmark": bench, "method": method, "seeds": len(ok), "diverged": len(group) - len(ok)}
-        agg = M.mean_std_over_seeds([_families(r["metrics"]) for r in ok], ddof=ddof) if ok else None
         for family in ("task1", "seen"):
+            agg, skipped = _aggregate(ok, family, ddof)
+            row = {**base, "seeds": len(ok) - skipped, "skipped": skipped, "family": family}
             for key, title, _ in TABLE1_COLUMNS[family]:
-                stat = agg[family][key] if agg else {"mean": None, "std": None}
-                rows1.append({**base, "family": family, "metric": title, "mean": stat["mean"], "std": stat["std"]})
-            for k, stat in enumerate(agg[family]["sg"] if agg else [], start=1):
-                rows2.append({**base, "family": family, "switch": f"{k}->{k + 1}", "mean": stat["mean"],
-                              "std": stat["std"]})
+                stat = agg[key] if agg else {"mean": None, "std": None}
+                rows1.append({**row, "metric": title, "mean": stat["mean"], "std": stat["std"]})
+            for k, stat in enumerate(agg["sg"] if agg else [], start=1):
+                rows2.append({**row, "switch": f"{k}->{k + 1}", "mean": stat["mean"], "std": stat["std"]})
         if ok:
-            v1 = M.task1_metrics_v1([M.test_curves(pd.read_parquet(Path(r["dir"]) / "log.parquet")) for r in ok])
+            v1 = M.task1_metrics_v1([M.test_curves(pd.read_parquet(Path(r["dir"]) / "log.parquet"), tasks=1)
+                                     for r in ok])
             for key, title, _ in TABLE1_COLUMNS["task1_v1"]:
-                rows1.append({**base, "family": "task1_v1", "metric": title, "mean": v1[key][0], "std": v1[key][1]})
+                rows1.append({**base, "skipped": 0, "family": "task1_v1", "metric": title, "mean": v1[key][0],
+                              "std": v1[key][1]})
             for k, (value, sigma) in enumerate(v1["sg"], start=1):
-                rows2.append({**base, "family": "task1_v1", "switch": f"{k}->{k + 1}", "mean": value, "std": sigma})
+                rows2.append({**base, "skipped": 0, "family": "task1_v1", "switch": f"{k}->{k + 1}", "mean": value,
+                              "std": sigma})
     return {"table1": pd.DataFrame(rows1), "table2": pd.DataFrame(rows2)}
 
 
@@ -118,6 +125,8 @@ def wide_table1(long: pd.DataFrame, family: str) -> tuple[pd.DataFrame, pd.DataF
             brow[title] = value is not None and not pd.isna(value) and value == best and len(others) > 1
         if cell["diverged"].iloc[0]:
             row["method"] += f" ({cell['diverged'].iloc[0]} diverged)"
+        if cell["skipped"].iloc[0]:
+            row["method"] += f" ({cell['skipped'].iloc[0]} evaluated task 1 only: no seen metrics)"
         text.append(row)
         bold.append(brow)
     return pd.DataFrame(text), pd.DataFrame(bold)
@@ -184,7 +193,8 @@ CAPTIONS = {
                 "of the per-iteration seed std. avg-SG in percent.",
     "task1": "Task-1 metrics per seed, then mean ± std over seeds. avg-SG in percent.",
     "seen": "All-seen-tasks metrics (pooled accuracy of tasks seen before each switch) per seed, "
-            "then mean ± std over seeds. avg-SG in percent.",
+            "then mean ± std over seeds. avg-SG in percent. Runs evaluated on task 1 only (evaluation.scope "
+            "task1) have none and are left out, counted beside the method.",
 }
 
 
@@ -221,12 +231,12 @@ def write_sweep_table(run_dirs, out_stem, ddof: int = 0) -> list[Path]:
     for (bench, variant), group in _groups(load_runs(run_dirs)).items():
         method, overrides = parse_variant(variant)
         ok = [r for r in group if not r["diverged"]]
-        agg = M.mean_std_over_seeds([_families(r["metrics"]) for r in ok], ddof=ddof) if ok else None
+        agg = {family: _aggregate(ok, family, ddof)[0] for family in ("task1", "seen")}
         row = {"benchmark": bench, "method": method, "lr": overrides.get("lr"), "seeds": len(ok),
                "diverged": len(group) - len(ok)}
         for family, key, col in (("seen", "avg_acc", "final_acc"), ("seen", "avg_sg", "avg_sg_seen"),
                                  ("task1", "avg_sg", "avg_sg_task1")):
-            stat = agg[family][key] if agg else {"mean": None, "std": None}
+            stat = agg[family][key] if agg[family] else {"mean": None, "std": None}
             row[f"{col}_mean"], row[f"{col}_std"] = stat["mean"], stat["std"]
         rows.append(row)
     long = pd.DataFrame(rows)
