@@ -443,3 +443,26 @@ def test_multi_run_batching_writes_the_same_files_per_run(tiny_run, tmp_path):
     one.unlink()
     again = planned(snakemake(tmp_path, "--configfile", str(cfg), "-n", str(one.relative_to(tmp_path))).stdout)
     assert sum(v for k, v in again.items() if k.startswith("train_")) == 1 and "train" not in again
+
+
+def test_a_task1_scope_config_runs_end_to_end_and_says_what_it_left_out(tmp_path):
+    """evaluation.scope task1 with a dense window: the workflow runs to its end; the seen-family
+    tables and the seen-tasks figure leave the runs out and say why, the task-1 tables have them."""
+    config = {**TINY, "evaluation": {"scope": "task1", "every": 3, "dense_after_switch": 2}}
+    config = {k: v for k, v in config.items() if k not in ("ablations", "lr_sweep", "plugins")}
+    cfg = write_config(tmp_path / "task1.yaml", config)
+    snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2")
+    results = tmp_path / "results"
+    log = pd.read_parquet(results / "runs/split_mnist/ngm/seed1/log.parquet")
+    assert set(log.query("split == 'test'").task) == {1}
+    assert sorted(set(log.query("split == 'test'").iteration)) == [1, 2, 3, 6, 7, 8, 9, 12]
+    metrics = json.loads((results / "runs/split_mnist/ngm/seed1/metrics.json").read_text())
+    assert metrics["seen"] is None and metrics["task1"]["min_gap"] and "task1" in metrics["skipped"]["seen"]
+    seen = pd.read_csv(results / "tables/table1_seen.csv")
+    assert (seen.seeds == 0).all() and (seen.skipped == 2).all() and seen["mean"].isna().all()
+    assert "evaluated task 1 only" in (results / "tables/table1_seen.md").read_text()
+    task1 = pd.read_csv(results / "tables/table1_task1_v1.csv")
+    assert (task1.seeds == 2).all() and task1["mean"].notna().all()
+    assert "evaluation.scope task1" in (results / "logs/figures/fig6_seen_tasks.log").read_text()
+    claims = pd.read_csv(results / "reproduction/claims.csv")
+    assert not claims[claims.verdict == "not run"].empty
