@@ -239,3 +239,41 @@ def test_resnet_batch_resumes_from_its_checkpoint_exactly(tmp_path):
     train(second, progress=None)
     for m in range(len(runs)):
         assert ref.log(m).equals(second.log(m))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_resnet_evaluation_does_not_depend_on_the_evaluation_batch(threads):
+    """The network's evaluation batch (archs.py) is memory and speed only: in its channels_last
+    layout, a run's log is bitwise the same for any evaluation batch, with and without the v1 test
+    augmentation."""
+    torch.set_num_threads(threads)
+    stream = _rgb_stream()
+    for augment in (False, True):
+        logs = [alone(stream, resolve_method("ngm"), 3, settings(iters_per_context=2, batch_size=8, eta=0.2,
+                                                                  test_augment=augment, eval_batch_size=b)).log(0)
+                for b in (7, 64, 2500)]
+        assert logs[0].equals(logs[1]) and logs[0].equals(logs[2])
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_resnet_layouts_agree_within_tolerance(device):
+    """channels_last (the network's layout, archs.py) and NCHW round differently, nothing more: the
+    first steps agree to fp32 rounding and the run stays close."""
+    torch.set_num_threads(1)
+    stream = _rgb_stream()
+    st = settings(iters_per_context=3, batch_size=8, eta=0.2)
+    logs = []
+    for layout in (torch.channels_last, torch.contiguous_format):
+        tr = Trainer(stream, resolve_method("msgd"), 5, st, device)
+        tr.models.use_memory_format(layout)
+        assert tr.models.backbones[0].stem.weight.is_contiguous(memory_format=layout)
+        train(tr, progress=None)
+        logs.append(tr.log(0))
+    a, b = logs
+    train_rows = a.split == "train"
+    rel = ((a.loss - b.loss).abs() / a.loss.abs())[train_rows]
+    assert rel.iloc[:2].max() < 1e-5 and rel.max() < 1e-2  # random images: rounding grows, as in any two fp32 runs
+    assert (a.accuracy - b.accuracy)[~train_rows].abs().max() <= 100 / 48 + 1e-9  # at most one test image

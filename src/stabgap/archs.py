@@ -57,6 +57,9 @@ class Arch:
     model: str  # "module:Class" of the torch model that builds a batch of these networks from the plan
     wants_gpu: bool  # its training jobs ask the scheduler for a GPU (unless compute.device is cpu)
     eval_batch_size: int  # test images per evaluation forward (per model), measured: speed/NOTES.md
+    # its convolutions in the channels_last (NHWC) memory layout, for training and evaluation, on the
+    # CPU and on CUDA (measured: speed/NOTES.md); the MLP has none
+    channels_last: bool = False
     # cost model machine -> training and evaluation GFLOP/s of one job, per-iteration and
     # per-evaluation overheads in seconds (measured where speed/NOTES.md says so)
     rates: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -128,7 +131,7 @@ register(Arch(
     init={"fc1": 0.01, "fc2": 0.01, "out": 0.05},
     model="stabgap.models:MLP",
     wants_gpu=False,
-    eval_batch_size=2500,
+    eval_batch_size=2500,  # cache-sized forwards; 1000-2500 the fastest on the CPU (speed/NOTES.md)
     rates={
         # fitted on harness slices at 1 thread, full MNIST (speed/NOTES.md, *Cost model*)
         "cpu": {"rate_gflops": 44.2, "eval_rate_gflops": 44.2, "per_iteration_s": 0.0025, "per_evaluation_s": 0.0},
@@ -146,7 +149,10 @@ register(Arch(
     init={"head": 0.05},
     model="stabgap.models:ResNet",
     wants_gpu=True,
-    eval_batch_size=2500,
+    # measured at 1 thread on the 2-core AVX-512 CPU (speed/NOTES.md): 16-256 are close, 64 the best
+    # end to end; 512 and more leave the caches and lose a third and more
+    eval_batch_size=64,
+    channels_last=True,  # measured: training 1.7x, evaluation 1.5x the NCHW rate on that CPU
     rates={
         # fitted on harness slices at 1 thread, JPEG CIFAR-10 (speed/NOTES.md, *Cost model*)
         "cpu": {"rate_gflops": 31.4, "eval_rate_gflops": 16.1, "per_iteration_s": 0.0, "per_evaluation_s": 0.0},

@@ -3,7 +3,8 @@
 At an evaluated iteration in context k (schedule.py): every model, in eval mode (BatchNorm's
 running statistics, no gain update), on the test images of the tasks the scope covers (1..k, or
 task 1), in chunks of the network's evaluation batch; under the v1 test augmentation k freshly
-augmented passes, pooled. Per task: the correct count and the sum of the cross-entropy losses.
+augmented passes, pooled, each pass's crops and flips drawn for all its images at once (so that no
+result depends on the evaluation batch). Per task: the correct count and the sum of the cross-entropy losses.
 
 Each run evaluates what it evaluates alone: its own fixed subset of each task's test images
 (`eval_subset`, drawn once from its seed) and its own augmentation stream. On the CPU the models go
@@ -62,14 +63,17 @@ class Evaluator:
         for g in groups:
             chosen = range(R)[g]
             for _ in range(passes):
+                if self.augment:  # each run augments the whole pass with its own generator, as alone: the
+                    # draws do not depend on the evaluation batch
+                    images = [self.data.augment(self.test_x[:n] if self.shared else self.test_x[m, :n], self.aug_gens[m])
+                              for m in chosen]
                 for a in range(0, n, self.batch_size):
                     b = min(a + self.batch_size, n)
-                    x = self.test_x[a:b] if self.shared else self.test_x[g, a:b]
+                    if self.augment:
+                        x = torch.stack([self.data.normalise(image[a:b]) for image in images])
+                    else:
+                        x = self.test_x[a:b] if self.shared else self.test_x[g, a:b]
                     y = (self.test_y[a:b] if self.shared else self.test_y[g, a:b]).expand(len(chosen), -1)
-                    if self.augment:  # each run augments with its own generator, as alone
-                        x = torch.stack([self.data.normalise(self.data.augment(x if self.shared else x[i],
-                                                                               self.aug_gens[m]))
-                                         for i, m in enumerate(chosen)])
                     with autocast:
                         logits = models(x, g)
                     correct[g, a:b] += logits.argmax(-1) == y

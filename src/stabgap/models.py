@@ -129,6 +129,10 @@ class ModelBatch(nn.Module):
     def _init_gains(self, gains: list[GainSettings]) -> None:
         self.gain = GainControl(gains, list(self.modulated().values()))
 
+    def use_memory_format(self, memory_format: torch.memory_format) -> None:
+        """Hold the convolutions' weights, and take the images, in this layout (values unchanged);
+        a network without convolutions has nothing to change."""
+
     def modulated(self) -> dict[str, GainLinear]:
         raise NotImplementedError
 
@@ -228,7 +232,12 @@ class ResNet(ModelBatch):
                 backbones.append(Backbone(body))
                 self.head.init_model(m, arch.init.get(head.name))
         self.backbones = nn.ModuleList(backbones)
+        self.use_memory_format(torch.channels_last if arch.channels_last else torch.contiguous_format)
         self._init_gains(gains)
+
+    def use_memory_format(self, memory_format: torch.memory_format) -> None:
+        self.memory_format = memory_format
+        self.backbones.to(memory_format=memory_format)
 
     def modulated(self) -> dict[str, GainLinear]:
         return {"head": self.head}
@@ -239,7 +248,8 @@ class ResNet(ModelBatch):
     def forward(self, x: torch.Tensor, models: slice = slice(None)) -> torch.Tensor:
         chosen = range(self.R)[models]
         shared = x.dim() == 4
-        feats = [self.backbones[m](x if shared else x[i]) for i, m in enumerate(chosen)]
+        fmt = self.memory_format  # the images in the layout of the weights (a no-op when they already are)
+        feats = [self.backbones[m]((x if shared else x[i]).contiguous(memory_format=fmt)) for i, m in enumerate(chosen)]
         return self.head(torch.stack(feats), models)
 
 

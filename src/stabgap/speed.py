@@ -3,7 +3,7 @@
     python -m stabgap.speed --benchmark split_mnist --method ngm --threads 2
     python -m stabgap.speed --benchmark rotated_mnist --method ngm --threads 2 --eval task1
     python -m stabgap.speed --benchmark split_mnist --method sgd,ngm --seeds 5 --mode batched
-    python -m stabgap.speed --benchmark split_cifar10 --method ngm --context 2 --iters 20
+    python -m stabgap.speed --benchmark split_cifar10 --method ngm --threads 1 --context 2 --iters 20
     python -m stabgap.speed --benchmark split_miniimagenet --method ngm --seeds 5 --mode batched --iters 10
 
 Runs the config's protocol (its iterations, batch, ρ, subsets, test augmentation, precision) on
@@ -13,13 +13,17 @@ synthetic uint8 images of the right shape and says so in the row (`data` column)
 --iters N` times a slice: N iterations from the start of context K (the earlier contexts are
 skipped, not trained: the time of an iteration depends on its context, not on the weights).
 
-Prints one Markdown table row: wall time, s per run, training iterations/s, evaluated images/s,
-the FLOPs the slice must do (cost.py's count, checked against torch's flop counter), the achieved
-GFLOP/s, the rate of the same arithmetic measured alone in the same process (the network's layer
-plan: its matrix products and convolutions, forward and backward at the training batch size, and
-forward at the evaluation batch size), their ratio, and peak memory. Several runs (`--seeds`,
-several methods) train as one batch of models (`--mode batched`) or one after another in the same
-process (`--mode sequential`). It is a measurement, not a test.
+Prints one Markdown table row. Training and evaluation are timed apart: training iterations/s and
+GFLOP/s, evaluated images/s and GFLOP/s (FLOPs: the network registry's count, checked against
+torch's flop counter). Each is held against the best rate this process reaches with the same
+network (built from the registry) on the same device: the forward, backward and SGD step of a
+training batch, and the forward of an evaluation batch, over the memory layouts and batch sizes
+`best_rates` tries; the ratio is the project's rate over that best. Also wall time, s per run and
+peak memory. Several runs (`--seeds`, several methods) train as one batch of models (`--mode
+batched`) or one after another in the same process (`--mode sequential`). One untimed iteration
+on a throwaway trainer warms the kernels first. `--layout`,
+`--eval-batch` and `--bf16` time what-ifs beside the registry's and the config's choices (named in
+the `setting` column). It is a measurement, not a test.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ import time
 
 import torch
 
-HEADER = ("| benchmark | data | methods | eval | device | precision | threads | runs | mode | slice | wall s | s/run "
-          "| train it/s | eval img/s | TFLOP | GFLOP/s | alone GFLOP/s | ratio | peak MB |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+COLUMNS = ["benchmark", "data", "methods", "eval", "setting", "device", "precision", "threads", "runs", "mode", "slice",
+           "wall s", "s/run", "train it/s", "train GFLOP/s", "best train GFLOP/s", "train ratio", "eval img/s",
+           "eval GFLOP/s", "best eval GFLOP/s", "eval ratio", "peak MB"]
+HEADER = "| " + " | ".join(COLUMNS) + " |\n" + "|---" * len(COLUMNS) + "|"
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def _sync(device) -> None:
@@ -54,46 +60,62 @@ def _timed(fn, seconds: float, device) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def layers_gflops(arch, image: tuple[int, int, int], num_classes: int, train_batch: int, eval_batch: int,
-                  device="cpu", seconds: float = 2.0, train_share: float = 0.5) -> float:
-    """The rate of the network's layers alone (archs.py: its plan): every convolution or matrix
-    product of the plan, forward + backward at the training batch and forward at the evaluation
-    batch, no BatchNorm, activation, loss or data, weighted by `train_share` of the run's FLOPs in
-    training (a rate: FLOPs over seconds, per part)."""
+def best_rates(arch, image: tuple[int, int, int], num_classes: int, device, seconds: float = 1.0,
+               train_batches=(64, 128, 256), eval_batches=(16, 32, 64, 128, 256, 512, 1024, 2500)) -> dict:
+    """The best GFLOP/s this process reaches with the network itself (one model built from the
+    registry, BatchNorm, activations and loss included) over memory layouts (channels_last only for
+    a network with convolutions) and batch sizes: "train", the forward, backward and SGD step of a
+    batch; "eval", the forward of a batch in eval mode without autograd. Each: (rate, layout, batch)."""
     import torch.nn.functional as F
 
-    layers = arch.layers(image, num_classes)
-    if torch.device(device).type == "cpu":  # a CPU's rate is flat in the batch: keep the measurement short
-        train_batch, eval_batch = min(train_batch, 32), min(eval_batch, 64)
-    rates = []
-    for batch, train in ((train_batch, True), (eval_batch, False)):
-        ops = []
-        for i, layer in enumerate(layers):
-            grad = train and i > 0
-            if layer.kind == "conv":
-                w = torch.randn(layer.cout, layer.cin, layer.kernel, layer.kernel, device=device, requires_grad=train)
-                insize = (layer.size - 1) * layer.stride + 1  # gives the planned output size (and FLOPs)
-                x = torch.randn(batch, layer.cin, insize, insize, device=device, requires_grad=grad)
-                ops.append((lambda x=x, w=w, layer=layer: F.conv2d(x, w, stride=layer.stride,
-                                                                   padding=layer.kernel // 2), x, w))
-            else:
-                w = torch.randn(layer.cout, layer.cin, device=device, requires_grad=train)
-                x = torch.randn(batch, layer.cin, device=device, requires_grad=grad)
-                ops.append((lambda x=x, w=w: x @ w.t(), x, w))
+    from .gain import GainSettings
+    from .models import build_models
 
-        def run():
-            for op, x, w in ops:
-                y = op()
-                if train:
-                    y.backward(torch.ones_like(y))
-                    w.grad = x.grad = None
+    has_conv = any(layer.kind == "conv" for layer in arch.layers(image, num_classes))
+    layouts = ["nchw", "channels_last"] if has_conv else ["nchw"]
+    model = build_models(arch.name, num_classes, image, [0], [GainSettings()]).to(device)
+    best = {"train": (0.0, "", 0), "eval": (0.0, "", 0), "all": []}
+    for layout in layouts:
+        model.use_memory_format(LAYOUTS[layout])
+        for batch in train_batches:
+            x = torch.randn(1, batch, *image, device=device)
+            y = torch.randint(0, num_classes, (batch,), device=device)
+            model.train()
 
-        with torch.set_grad_enabled(train):
-            sec = _timed(run, seconds / 2, device)
-        flops = (arch.train_flops if train else arch.forward_flops)(image, num_classes) * batch
-        rates.append(flops / sec / 1e9)
-    # time-weighted: a run spending train_share of its FLOPs in training runs at the harmonic blend
-    return 1.0 / (train_share / rates[0] + (1 - train_share) / rates[1])
+            def step():
+                for p in model.parameters():
+                    p.grad = None
+                F.cross_entropy(model(x)[0], y).backward()
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.add_(p.grad, alpha=-1e-4)
+
+            rate = arch.train_flops(image, num_classes) * batch / _timed(step, seconds, device) / 1e9
+            best["train"] = max(best["train"], (rate, layout, batch))
+            best["all"].append(("train", layout, batch, rate))
+        model.eval()
+        for batch in eval_batches:
+            x = torch.randn(batch, *image, device=device)
+            with torch.inference_mode():
+                rate = arch.forward_flops(image, num_classes) * batch / _timed(lambda: model(x), seconds, device) / 1e9
+            best["eval"] = max(best["eval"], (rate, layout, batch))
+            best["all"].append(("eval", layout, batch, rate))
+    return best
+
+
+class _TimedEvaluator:
+    """The trainer's evaluator, timed (device-synchronised), so training and evaluation are timed apart."""
+
+    def __init__(self, evaluator, device):
+        self.evaluator, self.device, self.seconds = evaluator, device, 0.0
+
+    def __call__(self, *args):
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = self.evaluator(*args)
+        _sync(self.device)
+        self.seconds += time.perf_counter() - t0
+        return out
 
 
 def synthetic_canonical(builder: str):
@@ -137,12 +159,14 @@ def load_data(benchmark: str, config: dict, data_root: str | None):
 
 
 def main(argv=None) -> None:
+    import dataclasses
+
     from .archs import get_arch
     from .benchmarks import BENCHMARKS, get_benchmark
     from .config import load_config, run_config
-    from .cost import iteration_flops
     from .job import run_settings, set_precision
     from .methods import resolve_method
+    from .schedule import Schedule
     from .streams import build_stream
     from .trainer import Trainer, resolve_device
 
@@ -161,6 +185,11 @@ def main(argv=None) -> None:
     p.add_argument("--config", default="config.yaml", help="where the protocol comes from")
     p.add_argument("--data-root", default=os.environ.get("STABGAP_DATA_ROOT"),
                    help="folder holding mnist/ and cifar10/ (default: $STABGAP_DATA_ROOT)")
+    p.add_argument("--layout", choices=list(LAYOUTS), default=None,
+                   help="what-if: this memory layout instead of the network's (registry)")
+    p.add_argument("--eval-batch", type=int, default=None, help="what-if: this evaluation batch instead of the run's")
+    p.add_argument("--bf16", action="store_true", help="evaluation under bf16 autocast (evaluation.bf16)")
+    p.add_argument("--no-reference", action="store_true", help="skip the best-rate search (its columns stay empty)")
     p.add_argument("--header", action="store_true", help="print the table header first")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -173,11 +202,11 @@ def main(argv=None) -> None:
     cfg = [run_config(config, a.benchmark, name, seed) for name, seed in runs]
     numerics = set_precision(cfg[0]["precision"], device)
     stream = build_stream(a.benchmark, data, config["benchmarks"][a.benchmark]["stream"])
-    settings = run_settings(cfg[0])
-    if a.eval != settings.eval_scope:
-        import dataclasses
-
-        settings = dataclasses.replace(settings, eval_scope=a.eval)
+    settings = dataclasses.replace(run_settings(cfg[0]), eval_scope=a.eval,
+                                   eval_batch_size=a.eval_batch or run_settings(cfg[0]).eval_batch_size,
+                                   eval_bf16=a.bf16 or run_settings(cfg[0]).eval_bf16)
+    setting = ", ".join(filter(None, [f"layout {a.layout}" if a.layout else "", f"eval batch {settings.eval_batch_size}",
+                                      "bf16 eval" if settings.eval_bf16 else ""]))
     methods = [resolve_method(r["method"], r["method_settings"]) for r in cfg]
     seeds = [seed for _, seed in runs]
     mode = a.mode if len(runs) > 1 else "single"
@@ -191,48 +220,67 @@ def main(argv=None) -> None:
         (torch.ones(8, 8, device=device) @ torch.ones(8, 8, device=device)).sum().item()
         torch.cuda.reset_peak_memory_stats(device)
 
-    def train(trainers):
-        for tr in trainers:
-            tr.iteration = start
-            for r in tr.runs:
-                r.iteration = start
-            while tr.iteration < stop:
-                tr.step()
-            tr.records.train_loss.sum().item()  # wait for the device
-
+    # one untimed iteration (with its evaluation, if due) on a throwaway trainer: one-time set-up
+    # (kernel selection, allocations) is not a rate, and a whole run amortises it
+    warm = Trainer(stream, methods[:1], seeds[:1], settings, device)
+    if a.layout:
+        warm.models.use_memory_format(LAYOUTS[a.layout])
+    warm.iteration = start
+    warm.step()
+    del warm
     t0 = time.perf_counter()
     if mode == "batched":
         trainers = [Trainer(stream, methods, seeds, settings, device)]
     else:
         trainers = [Trainer(stream, m, s, settings, device) for m, s in zip(methods, seeds)]
+    for tr in trainers:
+        if a.layout:
+            tr.models.use_memory_format(LAYOUTS[a.layout])
+        tr.evaluator = _TimedEvaluator(tr.evaluator, device)
     built = time.perf_counter() - t0
     t0 = time.perf_counter()
-    train(trainers)
+    for tr in trainers:
+        tr.iteration = start
+        for r in tr.runs:
+            r.iteration = start
+        while tr.iteration < stop:
+            tr.step()
+        tr.records.train_loss.sum().item()  # wait for the device
     wall = time.perf_counter() - t0
+    eval_s = sum(tr.evaluator.seconds for tr in trainers)
+    train_s = wall - eval_s
 
     bench = get_benchmark(a.benchmark)
     arch, image = get_arch(bench.net), trainers[0].data.image
-    costs = iteration_flops({**cfg[0], "eval_scope": a.eval}, stream.task_sizes("test"), image)
-    flops = sum(costs[start:stop]) * len(runs)
-    train_part = arch.train_flops(image, bench.num_classes) * settings.batch_size * (stop - start) * len(runs)
-    evaluated = (flops - train_part) / arch.forward_flops(image, bench.num_classes)
-    alone = layers_gflops(arch, image, bench.num_classes, settings.batch_size, settings.eval_batch_size,
-                          device=str(device), train_share=train_part / max(flops, 1.0))
-    achieved = flops / wall / 1e9
+    schedule = Schedule.of(settings, stream.task_sizes("test"))
+    images = sum(schedule.images(schedule.context(t)) for t in range(start + 1, stop + 1) if schedule.evaluated(t))
+    images *= len(runs)
+    train_rate = arch.train_flops(image, bench.num_classes) * settings.batch_size * (stop - start) * len(runs) / train_s / 1e9
+    eval_rate = arch.forward_flops(image, bench.num_classes) * images / eval_s / 1e9 if eval_s else 0.0
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2 ** 20
         where = torch.cuda.get_device_name(device)
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         where = "cpu"
+    best = None if a.no_reference else best_rates(arch, image, bench.num_classes, device)
+
+    def against(rate, part):
+        if best is None:
+            return ["", ""]
+        ref, layout, batch = best[part]
+        return [f"{ref:.0f} ({layout}, {batch})", f"{rate / ref:.2f}"]
+
     if a.header:
         print(HEADER)
     slice_ = f"ctx {a.context}, {stop - start} it" if a.iters else "whole"
-    print(f"| {a.benchmark} | {kind} | {a.method} | {a.eval} | {where} | {numerics['precision']} | {a.threads} | "
-          f"{len(runs)} | {mode} | {slice_} | {wall:.1f} | {wall / len(runs):.2f} | {(stop - start) * len(trainers) / wall:.1f} | "
-          f"{evaluated / wall:,.0f} | {flops / 1e12:.3f} | {achieved:.0f} | {alone:.0f} | {achieved / alone:.2f} | "
-          f"{peak_mb:.0f} |")
-    print(f"(set-up {built:.1f} s, not timed; torch {torch.__version__})", file=sys.stderr)
+    cells = [a.benchmark, kind, a.method, a.eval, setting, where, numerics["precision"], a.threads, len(runs), mode,
+             slice_, f"{wall:.1f}", f"{wall / len(runs):.2f}", f"{(stop - start) * len(trainers) / train_s:.2f}",
+             f"{train_rate:.0f}", *against(train_rate, "train"), f"{images / eval_s:,.0f}" if eval_s else "",
+             f"{eval_rate:.0f}", *against(eval_rate, "eval"), f"{peak_mb:.0f}"]
+    print("| " + " | ".join(str(c) for c in cells) + " |")
+    print(f"(set-up {built:.1f} s, not timed; training {train_s:.1f} s, evaluation {eval_s:.1f} s; "
+          f"torch {torch.__version__})", file=sys.stderr)
     sys.stdout.flush()
 
 
