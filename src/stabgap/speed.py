@@ -189,6 +189,8 @@ def main(argv=None) -> None:
                    help="what-if: this memory layout instead of the network's (registry)")
     p.add_argument("--eval-batch", type=int, default=None, help="what-if: this evaluation batch instead of the run's")
     p.add_argument("--bf16", action="store_true", help="evaluation under bf16 autocast (evaluation.bf16)")
+    p.add_argument("--precision", choices=["fp32", "tf32"], default=None,
+                   help="what-if: this compute.precision instead of the config's")
     p.add_argument("--no-reference", action="store_true", help="skip the best-rate search (its columns stay empty)")
     p.add_argument("--header", action="store_true", help="print the table header first")
     a = p.parse_args(argv)
@@ -200,7 +202,7 @@ def main(argv=None) -> None:
     names = a.method.split(",")
     runs = [(name, 42 + i) for name in names for i in range(a.seeds)]
     cfg = [run_config(config, a.benchmark, name, seed) for name, seed in runs]
-    numerics = set_precision(cfg[0]["precision"], device)
+    numerics = set_precision(a.precision or cfg[0]["precision"], device)
     stream = build_stream(a.benchmark, data, config["benchmarks"][a.benchmark]["stream"])
     settings = dataclasses.replace(run_settings(cfg[0]), eval_scope=a.eval,
                                    eval_batch_size=a.eval_batch or run_settings(cfg[0]).eval_batch_size,
