@@ -4,9 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stabgap import reproduction as R
+from stabgap import claims as C
+from stabgap import comparison as R
+from stabgap import reference as REF
 
-PROTOCOLS = R.load_protocols()
+PROTOCOLS = REF.load_protocols()
 V1 = PROTOCOLS["v1"]
 
 
@@ -71,19 +73,21 @@ def test_other_data_or_settings_or_fewer_seeds_are_not_comparable_with_the_reaso
                       (group(VALUES, test_augment=True), "test_augment True"),
                       (group(VALUES[:3]), "3 seeds, the paper's 5")):
         r = row({("split_mnist", "ngm"): g}, reference(0.0215))
-        assert r.verdict == "not comparable" and reason in r.note
+        # the verdict on our runs stands beside it; comparable names what is not the paper's protocol
+        assert r.verdict == "consistent" and r.comparable.startswith("not the paper's protocol: ") and reason in r.comparable
     lookalike = R.Group("split_mnist", "ngm", {"builder": "mnist", "check_md5": False}, runs=group(VALUES).runs)
     lookalike.cache["n_test"] = 2115
-    assert "md5 checks off" in row({("split_mnist", "ngm"): lookalike}, reference(0.0215)).note
+    assert "md5 checks off" in row({("split_mnist", "ngm"): lookalike}, reference(0.0215)).comparable
     changed = group(VALUES)
     changed.runs[0][0]["resolved_method"]["gamma"] = 0.5
-    assert "ngm.gamma 0.5, the paper's 0.9" in row({("split_mnist", "ngm"): changed}, reference(0.0215)).note
+    assert "ngm.gamma 0.5, the paper's 0.9" in row({("split_mnist", "ngm"): changed}, reference(0.0215)).comparable
 
 
 def test_accepted_deviations_leave_a_row_comparable():
     # another evaluation batch size and thread count, multi-run batching: memory and speed only
     g = group(VALUES, eval_batch_size=500, threads=4, batch_runs=5)
-    assert row({("split_mnist", "ngm"): g}, reference(0.0215)).verdict == "consistent"
+    r = row({("split_mnist", "ngm"): g}, reference(0.0215))
+    assert r.verdict == "consistent" and r.comparable == "yes"
 
 
 def test_rows_without_runs_or_without_a_paper_value():
@@ -102,7 +106,7 @@ def claim(kind="superiority", **extra):
 
 def evaluate(c, a, b, metric="avg_sg"):
     groups = {("split_mnist", "ngm"): group(a, metric=metric), ("split_mnist", "msgd"): group(b, "msgd", metric=metric)}
-    rows, summary = R.evaluate_claims([c], groups, PROTOCOLS, n_boot=200)
+    rows, summary = C.evaluate_claims([c], groups, PROTOCOLS, n_boot=200)
     return rows.iloc[0], summary.iloc[0]
 
 
@@ -137,27 +141,29 @@ def test_gain_slopes_positive_or_flat():
         return {("split_mnist", "ngm"): g}
 
     up = claim("slope", family="gain", metric="gain", slope="positive", versus=None)
-    assert R.evaluate_claims([up], gains([0.15, 0.12, 0.14, 0.16, 0.13]), PROTOCOLS)[0].verdict.iloc[0] == "holds"
-    assert R.evaluate_claims([up], gains([-0.1, -0.12, -0.09, -0.11, -0.1]), PROTOCOLS)[0].verdict.iloc[0] == "does not hold"
+    assert C.evaluate_claims([up], gains([0.15, 0.12, 0.14, 0.16, 0.13]), PROTOCOLS)[0].verdict.iloc[0] == "holds"
+    assert C.evaluate_claims([up], gains([-0.1, -0.12, -0.09, -0.11, -0.1]), PROTOCOLS)[0].verdict.iloc[0] == "does not hold"
     flat = claim("slope", family="gain", metric="gain", slope="flat", margin=0.05, versus=None)
-    assert R.evaluate_claims([flat], gains([0.0, 0.01, -0.01, 0.0, 0.005]), PROTOCOLS)[0].verdict.iloc[0] == "holds"
-    assert R.evaluate_claims([flat], gains([0.2, 0.21, 0.19, 0.2, 0.22]), PROTOCOLS)[0].verdict.iloc[0] == "does not hold"
+    assert C.evaluate_claims([flat], gains([0.0, 0.01, -0.01, 0.0, 0.005]), PROTOCOLS)[0].verdict.iloc[0] == "holds"
+    assert C.evaluate_claims([flat], gains([0.2, 0.21, 0.19, 0.2, 0.22]), PROTOCOLS)[0].verdict.iloc[0] == "does not hold"
 
 
 def test_a_claim_over_several_benchmarks_is_summarised_and_other_data_is_not_comparable():
     c = claim(benchmarks=["split_mnist", "split_cifar10"], versus=["msgd"])
     groups = {("split_mnist", "ngm"): group([0.02, 0.021, 0.019, 0.022, 0.018]),
               ("split_mnist", "msgd"): group([0.27, 0.26, 0.28, 0.25, 0.27], "msgd")}
-    rows, summary = R.evaluate_claims([c], groups, PROTOCOLS, n_boot=100)
+    rows, summary = C.evaluate_claims([c], groups, PROTOCOLS, n_boot=100)
     assert rows.verdict.tolist() == ["holds", "not run"] and summary.summary.iloc[0] == "holds on 1 of 1; 1 not run"
     other = {k: group(v, k[1], dataset="mnist5k") for k, v in
              ((("split_mnist", "ngm"), [0.02, 0.021, 0.019, 0.022, 0.018]), (("split_mnist", "msgd"), [0.27] * 5))}
-    r = R.evaluate_claims([claim()], other, PROTOCOLS, n_boot=100)[0].iloc[0]
-    assert r.verdict == "not comparable" and r.note.startswith("holds on our runs, but dataset mnist5k")
+    rows, summary = C.evaluate_claims([claim()], other, PROTOCOLS, n_boot=100)
+    r = rows.iloc[0]
+    assert r.verdict == "holds" and r.comparable.startswith("not the paper's protocol: dataset mnist5k")
+    assert summary.summary.iloc[0] == "holds on 1 of 1; not the paper's protocol on 1 of 1"
 
 
 def test_the_paper_claims_are_declared_for_every_kind():
-    claims = R.load_claims()
+    claims = REF.load_claims()
     assert {c["kind"] for c in claims} == {"superiority", "noninferiority", "slope"}
     assert all(c.get("margin") is not None for c in claims if c["kind"] == "noninferiority")
 
@@ -166,7 +172,7 @@ def test_a_users_own_reference_folder_replaces_the_papers(tmp_path):
     reference(0.0215).to_csv(tmp_path / "mine.csv", index=False)
     ref = R.load_reference(tmp_path)
     assert len(ref) == 1 and ref.source.iloc[0] == "synthetic"
-    assert R.load_protocols(tmp_path) == PROTOCOLS  # no protocols.yaml of its own: the paper's
+    assert REF.load_protocols(tmp_path) == PROTOCOLS  # no protocols.yaml of its own: the paper's
     assert row({("split_mnist", "ngm"): group(VALUES)}, ref).verdict == "consistent"
     (tmp_path / "bad.csv").write_text("benchmark,value\nsplit_mnist,1\n")
     with pytest.raises(ValueError, match="lacks the column"):
@@ -185,7 +191,7 @@ def test_runs_evaluated_on_task1_only_skip_the_seen_family_and_say_why():
     groups = {("split_mnist", "ngm"): ngm, ("split_mnist", "msgd"): msgd}
     claim = {"id": "x", "text": "lower seen avg-SG", "kind": "superiority", "family": "seen", "metric": "avg_sg",
              "method": "ngm", "versus": ["msgd"], "better": "lower", "benchmarks": ["split_mnist"]}
-    rows, summary = R.evaluate_claims([claim], groups, PROTOCOLS, n_boot=50)
+    rows, summary = C.evaluate_claims([claim], groups, PROTOCOLS, n_boot=50)
     assert rows.verdict.tolist() == ["not run"] and "5 of 5 runs: evaluation.scope task1" in rows.note.iloc[0]
     comp = R.compare(groups, reference(0.3, method="msgd"), PROTOCOLS, n_boot=50)
     r = comp[comp.paper.notna()].iloc[0]

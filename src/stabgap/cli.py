@@ -91,7 +91,8 @@ def cmd_reproduction(a) -> None:
     from .reproduction import write_reproduction
 
     for path in write_reproduction(a.runs, a.out_dir, _json(a.datasets), reference=a.reference, claims=a.claims,
-                                   n_boot=a.bootstrap, k=a.k, alpha=a.alpha, seed=a.seed):
+                                   n_boot=a.bootstrap, k=a.k, alpha=a.alpha, seed=a.seed,
+                                   curve_benchmarks=[b for b in a.curve_benchmarks.split(",") if b]):
         print(f"wrote {path}")
 
 
@@ -230,6 +231,9 @@ def main(argv=None) -> None:
     s.add_argument("--k", type=float, default=2.0, help="consistent if |Δ| <= k·SE_Δ")
     s.add_argument("--alpha", type=float, default=0.05, help="significance level of the claims' tests")
     s.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    s.add_argument("--curve-benchmarks", default="",
+                   help="comma-separated benchmarks whose curves are drawn against the paper's "
+                        "(curves_<benchmark>.pdf/png)")
     s.add_argument("runs", nargs="+", help="run folders of the main experiment")
     s.set_defaults(func=cmd_reproduction)
 

@@ -15,6 +15,7 @@ their own intervals and fits from the raw points instead).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -363,3 +364,100 @@ def plot_lr_sweep(run_dirs, out_stem) -> list[Path]:
         fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
         fig.tight_layout(rect=(0, 0, 1, 0.92))
         return _save(fig, out_stem)
+
+
+# ---------------------------------------------------------------- did it reproduce? (reproduction.py)
+
+def plot_comparison(comp: pd.DataFrame, out_stem) -> list[Path]:
+    """Per benchmark (rows) and metric (columns), each method's paper value (hollow, ± as published)
+    beside ours (filled, ± 2 SE), in the method colours of every figure."""
+    from .methods import METHODS
+
+    shown = comp[comp.paper.notna() & comp.ours.notna() & comp.family.isin(["task1_v1", "seen"])]
+    shown = shown[~shown.metric.str.startswith("sg_")]
+    panels = list(dict.fromkeys(zip(shown.family, shown.metric)))
+    benches = list(dict.fromkeys(shown.benchmark))
+    with plt.rc_context(style()):
+        fig, axes = plt.subplots(max(len(benches), 1), max(len(panels), 1), squeeze=False,
+                                 figsize=(2.6 * max(len(panels), 1), 2.2 * max(len(benches), 1)))
+        for r, bench in enumerate(benches):
+            for c, (family, metric) in enumerate(panels):
+                ax = axes[r, c]
+                sub = shown[(shown.benchmark == bench) & (shown.family == family) & (shown.metric == metric)]
+                sub = sub.drop_duplicates(["method"])
+                order = {m: i for i, m in enumerate(METHODS)}
+                sub = sub.sort_values("method", key=lambda col: col.map(lambda m: order.get(m, len(order))))
+                for i, row in enumerate(sub.itertuples()):
+                    colour = method_colour(row.method)
+                    ax.errorbar(i - 0.15, row.paper, yerr=0 if not math.isfinite(row.paper_pm) else row.paper_pm,
+                                fmt="o", mfc="white", color=colour, capsize=2)
+                    ax.errorbar(i + 0.15, row.ours, yerr=2 * row.ours_se, fmt="o", color=colour, capsize=2)
+                ax.set_xticks(range(len(sub)), [method_label(m) for m in sub.method], rotation=45, fontsize=7)
+                ax.set_title(f"{metric} ({family})" if r == 0 else "", fontsize=8)
+                if c == 0:
+                    ax.set_ylabel(benchmark_title(bench), fontsize=8)
+        if not benches:
+            axes[0, 0].text(0.5, 0.5, "no run has a paper value to compare with", ha="center", va="center")
+            axes[0, 0].set_axis_off()
+        fig.suptitle("Paper (hollow, ± as published) and ours (filled, ± 2 SE)", fontsize=9)
+        fig.tight_layout()
+        return _save(fig, out_stem)
+
+
+def plot_curves_vs_paper(groups: dict, paper: pd.DataFrame, verdicts: pd.DataFrame, benchmark: str,
+                         out_stem) -> list[Path]:
+    """One benchmark: a column per method; task-1 accuracy on top, task-1 loss below, and NGM-SGD's
+    output gain under its own column. The paper's mean ± std as a neutral band, our seed mean ± std
+    in the method's colour, the context switches marked, each panel titled with its verdict."""
+    from .curves import our_curve
+
+    paper = paper[paper.benchmark == benchmark]
+    methods = [m for (b, m), g in groups.items() if b == benchmark and g.n and (paper.method == m).any()]
+    rows = [("task1_accuracy", "Task-1 accuracy (%)"), ("task1_loss", "Task-1 loss")]
+    gain = [m for m in methods if (groups[(benchmark, m)].runs[0][0]["resolved_method"].get("gain") != "frozen")]
+    if gain:
+        rows.append(("gain_out", "Output gain"))
+    with plt.rc_context(style()):
+        fig, axes = plt.subplots(len(rows), max(len(methods), 1), squeeze=False, sharex=True,
+                                 figsize=(3.2 * max(len(methods), 1), 2.3 * len(rows)))
+        for c, method in enumerate(methods):
+            group = groups[(benchmark, method)]
+            theirs_all = paper[paper.method == method]
+            I = int(group.runs[0][0]["run"]["iters_per_context"])  # context switches: ours
+            n_contexts = int(group.runs[0][0]["n_contexts"])
+            for r, (metric, ylabel) in enumerate(rows):
+                ax = axes[r, c]
+                if metric == "gain_out" and method not in gain:
+                    ax.set_visible(False)
+                    continue
+                theirs = theirs_all[theirs_all.metric == metric]
+                ax.fill_between(theirs.iteration, theirs["mean"] - theirs["std"], theirs["mean"] + theirs["std"],
+                                color="0.8", linewidth=0, label="paper, mean ± std")
+                ax.plot(theirs.iteration, theirs["mean"], color="0.45", linewidth=0.7)
+                ours = our_curve(group, metric)
+                ax.fill_between(ours.iteration, ours["mean"] - ours["std"], ours["mean"] + ours["std"],
+                                color=colour(method), alpha=0.3, linewidth=0)
+                ax.plot(ours.iteration, ours["mean"], color=colour(method), linewidth=0.9,
+                        label=f"ours ({group.n} seed{'s' if group.n > 1 else ''})")
+                _context_marks(ax, I, n_contexts, label=False)
+                ax.set_xlim(1, min(theirs.iteration.max(), ours.iteration.max() + I // 10) if len(ours) else None)
+                verdict = verdicts[(verdicts.benchmark == benchmark) & (verdicts.method == method)
+                                   & (verdicts.metric == metric)] if not verdicts.empty else verdicts
+                title = variant_label(method) if r == 0 else ""
+                if len(verdict):
+                    title += ("\n" if title else "") + f"{verdict.verdict.iloc[0]} ({verdict.share_2sd.iloc[0]:.0%} in ± 2 std)"
+                ax.set_title(title, fontsize=8)
+                if c == 0 or metric == "gain_out":
+                    ax.set_ylabel(ylabel)
+                if r == len(rows) - 1 or (metric == "task1_loss" and method not in gain):
+                    ax.set_xlabel("Training iteration")
+                    ax.tick_params(labelbottom=True)
+                if r == 0 and c == 0:
+                    ax.legend(frameon=False, fontsize=7, loc="lower left")
+        if not methods:
+            axes[0, 0].text(0.5, 0.5, f"no run of {benchmark} has a paper curve", ha="center", va="center")
+            axes[0, 0].set_axis_off()
+        fig.suptitle(f"{benchmark_title(benchmark)}: ours against the paper's v1 curves", fontsize=10)
+        fig.tight_layout()
+        return _save(fig, out_stem)
+

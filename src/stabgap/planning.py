@@ -107,6 +107,15 @@ def figure_targets(config: dict, groups: dict) -> list[str]:
     return out
 
 
+def curve_figures(config: dict) -> list[str]:
+    """The benchmarks of the config whose curves the reproduction stage draws against the paper's:
+    those the reference curves hold (reference/curves.yaml, or the config's reproduction.reference)."""
+    from .reference import curve_benchmarks
+
+    held = set(curve_benchmarks((config.get("reproduction") or {}).get("reference")))
+    return [b for b in config["benchmarks"] if b in held]
+
+
 # the figures of rule figure_from_runs: the experiment group each reads, and the files of each run
 FIGURE_FILES = {
     "gain_readout": ("summary.json", "log.parquet"),

@@ -1,6 +1,7 @@
 # Stage 6: did it reproduce? Our numbers beside the paper's (the reference data of the package, or
-# the config's reproduction.reference), each row consistent / differs / not comparable, and the
-# paper's claims tested on our per-seed values (stabgap.reproduction). The report opens with it.
+# the config's reproduction.reference), the paper's claims tested on our per-seed values, and our
+# curves against the paper's per-iteration curves, one figure per benchmark that has them
+# (stabgap.reproduction). The report opens with it.
 
 
 rule reproduction:
@@ -13,12 +14,25 @@ rule reproduction:
                 caption=f"../report/reproduction_{name}.rst",
                 category="1. Reproduction",
             )
-            for name in ("claims", "comparison")
+            for name in ("claims", "comparison", "curves")
         ],
         [
             f"{RESULTS}/reproduction/{name}.{ext}"
-            for name in ("claims", "comparison")
+            for name in ("claims", "comparison", "curves")
             for ext in ("csv", "md", "tex")
+        ],
+        f"{RESULTS}/reproduction/curve_stages.csv",
+        [
+            f"{RESULTS}/reproduction/curves_{bench}.pdf"
+            for bench in planning.curve_figures(config)
+        ],
+        [
+            report_item(
+                f"{RESULTS}/reproduction/curves_{bench}.png",
+                caption="../report/reproduction_curves_figure.rst",
+                category="1. Reproduction",
+            )
+            for bench in planning.curve_figures(config)
         ],
         pdf=f"{RESULTS}/reproduction/figure.pdf",
         png=report(
@@ -48,7 +62,8 @@ rule reproduction:
             for key, value in config["reproduction"].items()
             if value is not None
         ),
+        curves=",".join(planning.curve_figures(config)),
         out_dir=lambda w, output: str(Path(output.pdf).parent),
     shell:
         "python -m stabgap reproduction --out-dir {params.out_dir} --datasets {params.datasets:q}"
-        " {params.options} {params.runs} > {log} 2>&1"
+        " {params.options} --curve-benchmarks {params.curves:q} {params.runs} > {log} 2>&1"

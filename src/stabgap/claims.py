@@ -1,0 +1,185 @@
+"""The paper's claims (reference/claims.yaml) tested on our per-seed values (no torch; scipy.stats).
+
+Per claim, benchmark and comparator, on our runs: *holds*, *does not hold*, *inconclusive* or *not
+run*, each row with the numbers behind it; beside it `comparable`, whether our runs are the paper's
+protocol (comparison.comparability). A summary per claim counts the verdicts ("holds on 4 of 5").
+
+The tests: superiority, a one-sided Welch t-test *and* a one-sided Mann-Whitney U test, both
+significant, for *holds*; a bootstrap 95 % interval of the difference wholly on the wrong side for
+*does not hold*; else *inconclusive*. Non-inferiority: one side of TOST (Welch, shifted by the
+margin). Gain slopes: per-seed least-squares slopes against 0 (t-test and Wilcoxon) or a margin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+
+from .comparison import Group, _num, comparability, comparable, protocol_for
+
+
+
+
+
+def per_seed_values(group: Group, claim: dict) -> np.ndarray:
+    if claim["kind"] == "slope":
+        slopes = []
+        for g in zip(*[group.per_seed("gain", f"gain_{k}") for k in range(1, _n_stages(group) + 1)]):
+            slopes.append(np.polyfit(np.arange(1, len(g) + 1), g, 1)[0] if len(g) > 1 else math.nan)
+        return np.array(slopes)
+    return group.per_seed(claim["family"], claim["metric"])
+
+
+def _n_stages(group: Group) -> int:
+    return int(group.runs[0][0]["n_contexts"])
+
+
+def bootstrap_diff_ci(a, b, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    d = [rng.choice(a, len(a)).mean() - rng.choice(b, len(b)).mean() for _ in range(n_boot)]
+    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def test_superiority(a, b, better: str, alpha: float, n_boot: int, seed: int) -> dict:
+    """`a` better than `b` (better: "lower" or "higher"): one-sided Welch t-test and Mann-Whitney U."""
+    from scipy import stats
+
+    side = "less" if better == "lower" else "greater"
+    welch = stats.ttest_ind(a, b, equal_var=False, alternative=side).pvalue
+    mwu = stats.mannwhitneyu(a, b, alternative=side).pvalue
+    lo, hi = bootstrap_diff_ci(a, b, n_boot, seed)
+    diff = float(np.mean(a) - np.mean(b))
+    if not np.isfinite(welch):  # no spread on either side: the means say it
+        welch = 0.0 if (diff < 0 if better == "lower" else diff > 0) else 1.0
+    wrong_side = lo > 0 if better == "lower" else hi < 0
+    verdict = "holds" if welch < alpha and mwu < alpha else "does not hold" if wrong_side else "inconclusive"
+    return {"verdict": verdict, "diff": diff, "ci_low": lo, "ci_high": hi, "p_welch": float(welch), "p_mwu": float(mwu),
+            "tests": "Welch, Mann-Whitney U"}
+
+
+def test_noninferiority(a, b, better: str, margin: float, alpha: float, n_boot: int, seed: int) -> dict:
+    """`a` not worse than `b` by more than `margin` (one side of TOST, Welch): holds when H0 "worse
+    by the margin or more" is rejected; does not hold when "within the margin" is rejected."""
+    from scipy import stats
+
+    shift = margin if better == "higher" else -margin
+    ok_side, bad_side = ("greater", "less") if better == "higher" else ("less", "greater")
+    p_ok = stats.ttest_ind(a + shift, b, equal_var=False, alternative=ok_side).pvalue
+    p_bad = stats.ttest_ind(a + shift, b, equal_var=False, alternative=bad_side).pvalue
+    lo, hi = bootstrap_diff_ci(a, b, n_boot, seed)
+    diff = float(np.mean(a) - np.mean(b))
+    if not np.isfinite(p_ok):
+        inside = diff + shift > 0 if better == "higher" else diff + shift < 0
+        p_ok, p_bad = (0.0, 1.0) if inside else (1.0, 0.0)
+    verdict = "holds" if p_ok < alpha else "does not hold" if p_bad < alpha else "inconclusive"
+    return {"verdict": verdict, "diff": diff, "ci_low": lo, "ci_high": hi, "p_welch": float(p_ok), "p_mwu": math.nan,
+            "tests": "Welch vs margin"}
+
+
+def test_slope(s, kind: str, margin: float, alpha: float, n_boot: int, seed: int) -> dict:
+    """Per-seed slopes `s`: "positive" (t-test and Wilcoxon signed-rank against 0) or "flat"
+    (not above `margin`: a one-sided t-test against it)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    boot = [rng.choice(s, len(s)).mean() for _ in range(n_boot)]
+    lo, hi = (float(q) for q in np.quantile(boot, [0.025, 0.975]))
+    out = {"diff": float(np.mean(s)), "ci_low": lo, "ci_high": hi}
+    if kind == "positive":
+        p = stats.ttest_1samp(s, 0.0, alternative="greater").pvalue
+        w = stats.wilcoxon(s, alternative="greater").pvalue if np.any(s != 0) else 1.0
+        p_neg = stats.ttest_1samp(s, 0.0, alternative="less").pvalue
+        verdict = "holds" if p < alpha and w < alpha else "does not hold" if p_neg < alpha else "inconclusive"
+        return {**out, "verdict": verdict, "p_welch": float(p), "p_mwu": float(w), "tests": "t-test, Wilcoxon"}
+    p_ok = stats.ttest_1samp(s, margin, alternative="less").pvalue
+    p_bad = stats.ttest_1samp(s, margin, alternative="greater").pvalue
+    verdict = "holds" if p_ok < alpha else "does not hold" if p_bad < alpha else "inconclusive"
+    return {**out, "verdict": verdict, "p_welch": float(p_ok), "p_mwu": math.nan, "tests": "t-test vs margin"}
+
+
+def evaluate_claims(claims: list[dict], groups: dict, protocols: dict, alpha: float = 0.05, n_boot: int = 1000,
+                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per claim × benchmark × comparator, one summary row per claim)."""
+    rows, summary = [], []
+    for claim in claims:
+        claim_rows = []
+        for bench in claim["benchmarks"]:
+            versus = claim.get("versus") or [None]
+            mine = groups.get((bench, claim["method"]))
+            others = [groups.get((bench, v)) for v in versus if v is not None]
+            base = {"claim": str(claim["id"]), "text": claim["text"], "benchmark": bench, "method": claim["method"],
+                    "versus": "", "n": 0, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                    "p_welch": math.nan, "p_mwu": math.nan, "tests": "", "margin": claim.get("margin", math.nan),
+                    "comparable": "", "note": ""}
+            if mine is None or mine.n < 2 or any(o is None or o.n < 2 for o in others):
+                claim_rows.append({**base, "versus": ", ".join(v for v in versus if v), "verdict": "not run",
+                                   "note": "needs at least 2 seeds of every method"})
+                continue
+            missing = [g.missing(claim.get("family", "")) for g in [mine] + others]
+            if any(missing):
+                claim_rows.append({**base, "versus": ", ".join(v for v in versus if v), "verdict": "not run",
+                                   "note": f"no {claim['family']} metrics in some runs ("
+                                           + "; ".join(m for m in missing if m) + ")"})
+                continue
+            protocol = protocol_for(bench, protocols)
+            reasons = comparability(mine, protocol) if protocol else ["no paper protocol for this benchmark"]
+            for o in others:
+                reasons += [r for r in (comparability(o, protocol) if protocol else []) if r not in reasons]
+            a = per_seed_values(mine, claim)
+            if claim["kind"] == "slope":
+                results = [(None, test_slope(a, claim["slope"], claim.get("margin", 0.0), alpha, n_boot, seed))]
+            else:
+                if claim.get("versus_best"):
+                    best = max if claim["better"] == "higher" else min
+                    others = [best(others, key=lambda g: np.nanmean(per_seed_values(g, claim)))]
+                results = []
+                for o in others:
+                    b = per_seed_values(o, claim)
+                    if claim["kind"] == "superiority":
+                        res = test_superiority(a, b, claim["better"], alpha, n_boot, seed)
+                    else:
+                        res = test_noninferiority(a, b, claim["better"], claim["margin"], alpha, n_boot, seed)
+                    results.append((o.method, res))
+            for vs, res in results:
+                claim_rows.append({**base, **res, "versus": vs or "", "n": mine.n, "comparable": comparable(reasons)})
+        rows += claim_rows
+        summary.append({"claim": str(claim["id"]), "text": claim["text"], "summary": summarise(claim_rows)})
+    return pd.DataFrame(rows), pd.DataFrame(summary)
+
+
+def summarise(claim_rows: list[dict]) -> str:
+    """"holds on 2 of 3; 1 inconclusive; 2 not run; not the paper's protocol on 3 of 3"."""
+    counts = pd.Series([r["verdict"] for r in claim_rows], dtype=object).value_counts()
+    evaluated = [r for r in claim_rows if r["verdict"] in ("holds", "does not hold", "inconclusive")]
+    parts = [f"holds on {counts.get('holds', 0)} of {len(evaluated)}"] if evaluated else []
+    parts += [f"{counts[v]} {v}" for v in ("does not hold", "inconclusive", "not run") if counts.get(v, 0)]
+    other = sum(r["comparable"] not in ("yes", "") for r in evaluated)
+    if other:
+        parts.append(f"not the paper's protocol on {other} of {len(evaluated)}")
+    return "; ".join(parts) or "nothing evaluated"
+
+
+def claims_display(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    from .methods import method_label
+
+    if rows.empty:
+        return pd.DataFrame(columns=["claim", "benchmark", "comparison", "verdict"])
+    lines = rows.assign(
+        comparison=[f"{method_label(m)} vs " + ", ".join(method_label(x.strip()) for x in v.split(",")) if v else method_label(m)
+                    for m, v in zip(rows.method, rows.versus.fillna(""))],
+        difference=[f"{_num(d)} [{_num(lo)}, {_num(hi)}]" for d, lo, hi in zip(rows["diff"], rows.ci_low, rows.ci_high)],
+        p=[f"{t}: " + _num(a, 4) + (f", {_num(b, 4)}" if math.isfinite(b) else "") if math.isfinite(a) else ""
+           for t, a, b in zip(rows.tests.fillna(""), rows.p_welch, rows.p_mwu)])
+    lines = lines.merge(summary[["claim", "summary"]], on="claim")
+    return lines[["claim", "summary", "benchmark", "comparison", "n", "difference", "p", "verdict", "comparable",
+                  "note"]].rename(columns={"difference": "difference [95% CI]", "n": "seeds", "verdict": "on our runs"})
+
+
+CLAIMS_CAPTION = ("The paper's claims tested on our per-seed values: one-sided Welch and Mann-Whitney U tests "
+                  "for superiority, a one-sided Welch test against the margin for non-inferiority, t and Wilcoxon "
+                  "tests of per-seed gain slopes; bootstrap 95 percent intervals of the difference. On our runs: "
+                  "the verdict; comparable: whether those runs are the paper's protocol.")
