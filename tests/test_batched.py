@@ -277,3 +277,23 @@ def test_resnet_layouts_agree_within_tolerance(device):
     rel = ((a.loss - b.loss).abs() / a.loss.abs())[train_rows]
     assert rel.iloc[:2].max() < 1e-5 and rel.max() < 1e-2  # random images: rounding grows, as in any two fp32 runs
     assert (a.accuracy - b.accuracy)[~train_rows].abs().max() <= 100 / 48 + 1e-9  # at most one test image
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_resnet_batch_matches_separate_runs_on_cuda():
+    """Five ResNet runs as one batch on CUDA (each backbone its own kernels, the heads one batched
+    product): each agrees with its run alone to fp32 rounding in its first steps, and stays close
+    (Adam amplifies rounding most, as for the MLP: only its first steps are held to it)."""
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    stream = _rgb_stream()
+    st = settings(iters_per_context=3, batch_size=8, eta=0.2, eval_every=2, test_augment=True, eval_subset=20)
+    bt = batch_of(stream, RESNET_RUNS, st, "cuda")
+    for m, (name, seed) in enumerate(RESNET_RUNS):
+        ref, got = alone(stream, resolve_method(name), seed, st, "cuda").log(0), bt.log(m)
+        assert len(ref) == len(got)
+        rel = (ref.loss - got.loss).abs() / ref.loss.abs()
+        first = (ref.iteration <= 2) & (ref.split == "train")
+        assert rel[first].max() < 1e-4, f"{name}/seed{seed}"
+        if bt.runs[m].method.optimizer != "adam":
+            assert rel[ref.split == "train"].max() < 1e-2, f"{name}/seed{seed}"
+    assert all(b.stem.weight.device.type == "cuda" for b in bt.models.backbones)
