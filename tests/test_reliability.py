@@ -116,6 +116,19 @@ def test_a_truncated_checkpoint_is_set_aside_and_the_run_starts_over(stream_file
     assert (tmp_path / "b" / "log.parquet").read_bytes() == (tmp_path / "a" / "log.parquet").read_bytes()
 
 
+def test_a_checkpoint_temp_file_left_by_a_kill_mid_write_is_removed(stream_file, tmp_path):
+    """SIGKILL while the checkpoint is written skips atomic_write's cleanup (seen in the chaos test)."""
+    ckpt = tmp_path / "c.pt"
+    stale = tmp_path / ".c.pt.9bvd2ljm.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".d.pt.abc.tmp"  # another job's: not ours to remove
+    other.write_bytes(b"x")
+    out = subprocess.run(train_cmd(run_for("sgd", iters=60), stream_file, tmp_path / "a", "--checkpoint", str(ckpt),
+                                   "--checkpoint-every", "50"), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert not stale.exists() and not ckpt.exists() and other.exists()
+
+
 def test_a_failing_write_names_the_path_and_leaves_no_partial_file(stream_file, tmp_path):
     """A full disk, seen through a file-size limit (RLIMIT_FSIZE: root ignores read-only permissions)."""
     import resource

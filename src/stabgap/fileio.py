@@ -5,6 +5,7 @@ renamed onto the final name (os.replace, atomic on POSIX).
 """
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -66,6 +67,16 @@ def atomic_write(path, mode="wb"):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temps(path) -> list[Path]:
+    """Remove the temp files atomic_write left beside `path` when its process was killed mid-write
+    (SIGKILL skips the cleanup). Call only where nothing else writes `path` at the same time."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_bytes(path, data):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .config import batch_key, config_hash
-from .fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from .fileio import atomic_write_bytes, atomic_write_text, remove_stale_temps, sha256_file
 from .methods import resolve_method
 from .streams import load_stream
 from .trainer import RunSettings, Trainer, resolve_device, train
@@ -156,6 +156,8 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
     trainer = Trainer(stream, methods, [r["seed"] for r in runs], settings, device)
     run_hash = config_hash(first) if len(runs) == 1 else config_hash(runs)
     before, resumed_from = 0.0, None
+    if checkpoint_path:  # a job killed while writing its checkpoint leaves the temp file behind
+        remove_stale_temps(checkpoint_path)
     state = load_checkpoint(checkpoint_path, run_hash, device, progress) if checkpoint_path else None
     if state is not None:
         trainer.load_state_dict(state["trainer"])
@@ -198,6 +200,7 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
         summaries.append(summary)
     if checkpoint_path and not keep_checkpoint:
         Path(checkpoint_path).unlink(missing_ok=True)
+        remove_stale_temps(checkpoint_path)
     return summaries
 
 
