@@ -23,6 +23,7 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/cost.smk"
 include: "workflow/rules/reproduction.smk"
+include: "workflow/rules/checks.smk"
 
 
 rule all:

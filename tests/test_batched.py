@@ -146,7 +146,7 @@ def test_batch_matches_separate_runs_on_cuda(split):
     rounding. Over a run such differences grow as between any two fp32 runs; Adam's first steps
     (about lr·sign(∇), also for gradients that are rounding noise) amplify them most: on the CPU, a
     1e-7 relative change of the initial weights moves an Adam run's loss by up to 14% within 90
-    iterations (speed/NOTES.md). So: the first two steps of every run, and the whole of the runs
+    iterations (src/stabgap/speed/NOTES.md). So: the first two steps of every run, and the whole of the runs
     without Adam, are compared."""
     torch.backends.cudnn.deterministic = True
     st = settings(iters_per_context=30)

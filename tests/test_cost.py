@@ -74,7 +74,7 @@ def test_prediction_adds_rate_and_overheads():
 
 
 def test_measured_cpu_rates_predict_held_out_measurements_within_30_percent():
-    """speed/NOTES.md, *Cost model* (1 thread): measurements held out of the fit. MLP: a Rotated
+    """src/stabgap/speed/NOTES.md, *Cost model* (1 thread): measurements held out of the fit. MLP: a Rotated
     MNIST harness slice (50.6 s); ResNet: configs/cifar10_jpeg_short.yaml end to end, 480 s of
     training per run (its summaries' train_seconds, 2 jobs side by side on the 2 cores)."""
     from stabgap.config import load_config, run_config

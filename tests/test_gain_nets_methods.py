@@ -1,4 +1,4 @@
-"""Gain dynamics, networks and the method registry (SPEC §2-§4)."""
+"""Gain dynamics, networks and the method registry (docs/protocol.md §2-§4)."""
 
 import math
 

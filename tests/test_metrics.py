@@ -1,4 +1,4 @@
-"""Tests of stabgap.metrics (SPEC §6) on synthetic logs with hand-computed answers."""
+"""Tests of stabgap.metrics (docs/protocol.md §6) on synthetic logs with hand-computed answers."""
 
 import json
 import math

@@ -33,15 +33,32 @@ def test_no_batches_when_batching_is_off():
     assert train_batches(cfg, experiment_runs(cfg)) == []
 
 
-def test_runs_are_cut_into_chunks_per_benchmark_in_variant_seed_order():
+def test_a_batch_holds_the_seeds_of_one_variant():
     cfg = config(4)
     batches = train_batches(cfg, experiment_runs(cfg))
     assert batches == [
-        ("split_mnist", 0, [("ngm", 1), ("ngm", 2), ("ngm", 3), ("sgd", 1)]),
-        ("split_mnist", 1, [("sgd", 2), ("sgd", 3)]),
-        ("split_cifar10", 0, [("ngm", 1), ("ngm", 2), ("ngm", 3), ("sgd", 1)]),
-        ("split_cifar10", 1, [("sgd", 2), ("sgd", 3)]),
+        ("split_mnist", 0, [("ngm", 1), ("ngm", 2), ("ngm", 3)]),
+        ("split_mnist", 1, [("sgd", 1), ("sgd", 2), ("sgd", 3)]),
+        ("split_cifar10", 0, [("ngm", 1), ("ngm", 2), ("ngm", 3)]),
+        ("split_cifar10", 1, [("sgd", 1), ("sgd", 2), ("sgd", 3)]),
     ]
+    two = train_batches(config(2), experiment_runs(cfg))  # more seeds than a batch takes: cut in order
+    assert [m for b, _, m in two if b == "split_mnist"] == [[("ngm", 1), ("ngm", 2)], [("ngm", 3)],
+                                                            [("sgd", 1), ("sgd", 2)], [("sgd", 3)]]
+
+
+def test_a_change_to_one_method_retrains_that_methods_batches_only():
+    import copy
+
+    cfg = config(6)
+    before = {(b, tuple(m)): [run_config(cfg, b, v, s) for v, s in m] for b, _, m in train_batches(cfg, experiment_runs(cfg))}
+    changed = copy.deepcopy(cfg)
+    changed["methods"]["ngm"]["lr"] = 0.02
+    after = {(b, tuple(m)): [run_config(changed, b, v, s) for v, s in m]
+             for b, _, m in train_batches(changed, experiment_runs(changed))}
+    assert set(after) == set(before)  # the same batches
+    differ = [key for key in after if after[key] != before[key]]
+    assert differ and all(v == "ngm" for _, members in differ for v, _ in members)
 
 
 def test_runs_with_other_run_settings_never_share_a_batch():
@@ -49,11 +66,11 @@ def test_runs_with_other_run_settings_never_share_a_batch():
     cfg = config(10, lr_sweep={"benchmarks": ["split_cifar10"], "methods": ["sgd"], "lr": [0.1, 0.01],
                                "test_augment": False, "seeds": [1]})
     batches = [b for b in train_batches(cfg, experiment_runs(cfg)) if b[0] == "split_cifar10"]
-    assert len(batches) == 2
+    assert len(batches) == 4
     for _, _, members in batches:
         keys = {run_config(cfg, "split_cifar10", v, s)["test_augment"] for v, s in members}
         assert len(keys) == 1
-    assert sorted(len(m) for _, _, m in batches) == [2, 6]
+    assert sorted(len(m) for _, _, m in batches) == [1, 1, 3, 3]  # one batch per variant
 
 
 def test_a_run_shared_by_groups_is_planned_once():

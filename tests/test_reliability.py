@@ -286,3 +286,39 @@ def test_absurd_learning_rate_diverges_and_stops_the_run(stream_file):
     assert log.iteration.max() == run.diverged_at - 1
     assert torch.isfinite(torch.tensor(log[log.split == "train"].loss.to_numpy())).all()
     assert isinstance(tr, Trainer)
+
+
+def _demo_plan(tmp_path, change, *args):
+    """`snakemake` on the demo config with one change, in an empty folder (a new user's try)."""
+    config = yaml.safe_load(open("configs/demo.yaml"))
+    change(config)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", f"{repo}/Snakefile", "--directory", str(tmp_path),
+                          "--configfile", str(tmp_path / "c.yaml"), *args], capture_output=True, text=True)
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_a_batch_that_cannot_fit_its_jobs_memory_is_refused_when_planning(tmp_path):
+    code, text = _demo_plan(tmp_path, lambda c: c["benchmarks"]["split_mnist"].update(batch_size=10_000_000), "-n")
+    assert code != 0 and "benchmarks.split_mnist.batch_size: 10000000 images need about" in text
+    assert "more than its memory, 1000 MB (compute.train_mem_mb)" in text and "Traceback" not in text
+    assert not (tmp_path / "results").exists()
+
+
+def test_results_that_is_a_file_ends_in_a_message_naming_the_key(tmp_path):
+    (tmp_path / "README.md").write_text("a file\n")
+    code, text = _demo_plan(tmp_path, lambda c: c.update(results="README.md"), "-n")
+    assert code != 0 and "results: 'README.md' is a file; results must be a folder" in text
+    assert "NotADirectoryError" not in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_it_says_so_and_a_local_run_stops(tmp_path):
+    def cuda(config):
+        config["compute"]["device"] = "cuda"
+    code, text = _demo_plan(tmp_path, cuda, "-n")  # planning here (a login node's dry run): a warning
+    assert code == 0 and "warning: compute.device: 'cuda', but this machine shows no CUDA GPU" in text
+    code, text = _demo_plan(tmp_path, cuda, "--cores", "1")  # a run here: stopped before any job
+    assert code != 0 and "shows no CUDA GPU" in text and "(nothing was run)" in text
+    assert not (tmp_path / "results" / "runs").exists() and not (tmp_path / "results" / "data").exists()

@@ -1,4 +1,4 @@
-"""Task streams of the CIFAR and mini-ImageNet benchmarks (SPEC §5) on small canonical datasets."""
+"""Task streams of the CIFAR and mini-ImageNet benchmarks (docs/protocol.md §5) on small canonical datasets."""
 
 import numpy as np
 import pytest

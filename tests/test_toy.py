@@ -1,4 +1,4 @@
-"""The 1-D toy model of figure 1 (SPEC §7.1)."""
+"""The 1-D toy model of figure 1 (docs/protocol.md §7.1)."""
 
 import numpy as np
 

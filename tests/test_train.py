@@ -233,3 +233,22 @@ def test_bf16_evaluation_changes_evaluation_only(split):
     assert fp32[train].equals(bf16[train])
     diff = (fp32.loss - bf16.loss)[~train].abs()
     assert diff.max() > 0 and diff.max() < 0.05  # bf16's 8-bit mantissa: small, but not zero
+
+
+def test_fixed_gain_is_plain_sgd_on_the_mlp_and_msgd_but_the_head_on_the_resnet(split):
+    """The fixed-gain ablation, network by network (docs/protocol.md, *Variants*): on the MLP every
+    layer is gain-modulated, so all its weights are in NGM-SGD's momentum-0 group and, with the
+    gain held at g0 = 1, it is plain SGD byte for byte; on the ResNet only the head is modulated, so
+    it differs from MSGD only in the head's momentum."""
+    from stabgap.gain import GainSettings
+    from stabgap.methods import resolve_method
+    from stabgap.models import build_models
+    from stabgap.optim import MethodOptimizer
+
+    assert _parquet(trained(split, "fixed_gain", I=10)) == _parquet(trained(split, "sgd", I=10))
+    resnet = build_models("resnet18_slim", 10, (3, 32, 32), [0], [GainSettings()])
+    fixed = MethodOptimizer(resolve_method("fixed_gain"), resnet.param_refs(0, 1))
+    msgd = MethodOptimizer(resolve_method("msgd"), resnet.param_refs(0, 1))
+    differ = [(ref[0] is resnet.head.weight) for ref, a, b in zip(fixed.refs, fixed.momenta, msgd.momenta) if a != b]
+    assert differ == [True] and fixed.momenta[0] == 0.0 and msgd.momenta[0] == 0.9
+    assert resolve_method("fixed_gain").lr == resolve_method("msgd").lr and resolve_method("fixed_gain").gain == "frozen"

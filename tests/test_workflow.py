@@ -192,7 +192,7 @@ def test_full_config_plans_completely(tmp_path):
     assert "stabgap.planning" in imported and "stabgap.config" in imported
     assert not {m for m in imported if m == "torch" or m.startswith(("torch.", "torchvision"))}
     jobs = planned(out.stdout)
-    # every benchmark of SPEC §5 × 4 methods × 5 seeds, the ablations' 4 variants on 3 benchmarks and
+    # every benchmark of docs/protocol.md §5 × 4 methods × 5 seeds, the ablations' 4 variants on 3 benchmarks and
     # the sweep's 4 methods × 4 learning rates on Split CIFAR-10
     assert jobs["train"] == 7 * 4 * 5 + 3 * 4 * 5 + 4 * 4 * 5
     assert jobs["data"] == 4 and jobs["stream"] == 7 and jobs["tables"] == 1 and jobs["figure_curves"] == 2
@@ -401,13 +401,15 @@ def test_reproduction_tables_and_figure_from_the_tiny_runs(tiny_run):
         assert (res / f"curves_{bench}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_reproducibility_check_reproduces_and_flags_a_tampered_log(tiny_run, tmp_path):
+def test_rerun_check_reproduces_and_flags_a_tampered_log(tiny_run, tmp_path):
     import shutil
 
     work, cfg, _ = tiny_run
-    snakemake(work, "--configfile", str(cfg), "--cores", "2", "repro_check")
-    report = json.loads((work / "results" / "reproducibility" / "report.json").read_text())
+    snakemake(work, "--configfile", str(cfg), "--cores", "2", "rerun_check")
+    report = json.loads((work / "results" / "rerun_check" / "report.json").read_text())
     assert len(report["results"]) == 2 and all(r["verdict"] == "reproduced" for r in report["results"])
+    old = snakemake(work, "--configfile", str(cfg), "--cores", "2", "repro_check")  # its old name still works
+    assert "the target repro_check is now rerun_check" in old.stdout + old.stderr
 
     run = work / "results" / "runs" / "split_mnist" / "ngm" / "seed1"
     copy = tmp_path / "seed1"
@@ -418,6 +420,7 @@ def test_reproducibility_check_reproduces_and_flags_a_tampered_log(tiny_run, tmp
     out = subprocess.run([sys.executable, "-m", "stabgap", "repro-check", "--out", str(tmp_path / "rep"),
                           "--sample", "1", "--strict", str(copy)], capture_output=True, text=True, cwd=work)
     assert out.returncode == 2, out.stdout + out.stderr
+    assert "is now `python -m stabgap rerun-check`" in out.stderr  # the old command's name still works, noted
     result = json.loads((tmp_path / "rep.json").read_text())["results"][0]
     assert result["verdict"] == "DIFFERS" and not result["identical"] and not result["stored_sha256_ok"]
     assert result["max_abs_diff"] == pytest.approx(1.0)

@@ -56,12 +56,12 @@ class Arch:
     init: dict[str, float]
     model: str  # "module:Class" of the torch model that builds a batch of these networks from the plan
     wants_gpu: bool  # its training jobs ask the scheduler for a GPU (unless compute.device is cpu)
-    eval_batch_size: int  # test images per evaluation forward (per model), measured: speed/NOTES.md
+    eval_batch_size: int  # test images per evaluation forward (per model), measured: src/stabgap/speed/NOTES.md
     # its convolutions in the channels_last (NHWC) memory layout, for training and evaluation, on the
-    # CPU and on CUDA (measured: speed/NOTES.md); the MLP has none
+    # CPU and on CUDA (measured: src/stabgap/speed/NOTES.md); the MLP has none
     channels_last: bool = False
     # cost model machine -> training and evaluation GFLOP/s of one job, per-iteration and
-    # per-evaluation overheads in seconds (measured where speed/NOTES.md says so)
+    # per-evaluation overheads in seconds (measured where src/stabgap/speed/NOTES.md says so)
     rates: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def layers(self, image: tuple[int, int, int], num_classes: int) -> Plan:
@@ -90,7 +90,7 @@ def get_arch(name: str) -> Arch:
     return ARCHS.get(name)
 
 
-# ---------------------------------------------------------------- the paper's two networks (SPEC §3)
+# ---------------------------------------------------------------- the paper's two networks (docs/protocol.md §3)
 
 def mlp_plan(image: tuple[int, int, int], num_classes: int, hidden: tuple[int, ...] = (400, 400)) -> Plan:
     """784-400-400-K: linear layers fc1, fc2, out (ReLU after the hidden ones)."""
@@ -131,11 +131,11 @@ register(Arch(
     init={"fc1": 0.01, "fc2": 0.01, "out": 0.05},
     model="stabgap.models:MLP",
     wants_gpu=False,
-    eval_batch_size=2500,  # cache-sized forwards; 1000-2500 the fastest on the CPU (speed/NOTES.md)
+    eval_batch_size=2500,  # cache-sized forwards; 1000-2500 the fastest on the CPU (src/stabgap/speed/NOTES.md)
     rates={
-        # fitted on harness slices at 1 thread, full MNIST (speed/NOTES.md, *Cost model*)
+        # fitted on harness slices at 1 thread, full MNIST (src/stabgap/speed/NOTES.md, *Cost model*)
         "cpu": {"rate_gflops": 44.2, "eval_rate_gflops": 44.2, "per_iteration_s": 0.0025, "per_evaluation_s": 0.0},
-        # fitted on two single-run H200 rows (speed/NOTES.md)
+        # fitted on two single-run H200 rows (src/stabgap/speed/NOTES.md)
         "gpu": {"rate_gflops": 9400.0, "eval_rate_gflops": 9400.0, "per_iteration_s": 0.0023,
                 "per_evaluation_s": 0.0},
     },
@@ -149,15 +149,15 @@ register(Arch(
     init={"head": 0.05},
     model="stabgap.models:ResNet",
     wants_gpu=True,
-    # measured at 1 thread on the 2-core AVX-512 CPU (speed/NOTES.md): 16-256 are close, 64 the best
+    # measured at 1 thread on the 2-core AVX-512 CPU (src/stabgap/speed/NOTES.md): 16-256 are close, 64 the best
     # end to end; 512 and more leave the caches and lose a third and more
     eval_batch_size=64,
     channels_last=True,  # measured: training 1.7x, evaluation 1.5x the NCHW rate on that CPU
     rates={
         # measured with the harness at 1 thread on JPEG CIFAR-10: the medians of its training and
-        # evaluation rates over the v1-protocol and short-config slices (speed/NOTES.md, *Cost model*)
+        # evaluation rates over the v1-protocol and short-config slices (src/stabgap/speed/NOTES.md, *Cost model*)
         "cpu": {"rate_gflops": 91.0, "eval_rate_gflops": 107.0, "per_iteration_s": 0.0, "per_evaluation_s": 0.0},
-        # ASSUMED until measured on a GPU (speed/gpu.sh)
+        # ASSUMED until measured on a GPU (src/stabgap/speed/gpu.sh)
         "gpu": {"rate_gflops": 20000.0, "eval_rate_gflops": 20000.0, "per_iteration_s": 0.004,
                 "per_evaluation_s": 0.0},
     },

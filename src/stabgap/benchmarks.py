@@ -1,4 +1,4 @@
-"""Benchmark registry (SPEC §5): what a task stream is, declared without torch.
+"""Benchmark registry (docs/protocol.md §5): what a task stream is, declared without torch.
 
 A benchmark entry holds its facts: title, kind, network, classes, normalisation, augmentation,
 whether its runs can be batched, how its contexts are cut from a canonical dataset (`contexts`,
@@ -13,10 +13,12 @@ train/test indices and the transform to apply (see `_split_pairs`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from .registry import Registry
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
@@ -29,9 +31,12 @@ class Benchmark:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    contexts: Callable[..., list[dict]]  # (train_y, test_y, **params) -> one dict per task
+    contexts: Callable[..., list[dict]]  # (train_y, test_y, [data,] **stream params) -> one dict per task
     # (stream params, test images per class of the dataset) -> test images per task, without the data
     test_sizes: Callable[[dict, list[int]], list[int]]
+    # its stream parameters and their defaults: written here once; every function above and the
+    # check below get the config's parameters on top of them (stream_params)
+    defaults: dict = field(default_factory=dict)
     title: str = ""  # how tables and figures name it
     data: tuple[str, ...] = ()  # the dataset builders (data.DATASETS) it can be cut from; () = any
     augment: str | None = None  # "cifar": random crop 32 pad 4 + horizontal flip on training batches
@@ -40,25 +45,25 @@ class Benchmark:
     check: Callable[[dict, object], list[tuple[str, object, str]]] | None = None
     description: str = ""
 
+    def stream_params(self, params: dict | None) -> dict:
+        """The config's stream parameters on top of the defaults."""
+        return {**self.defaults, **(params or {})}
+
     def stream_errors(self, params: dict, source) -> list[tuple[str, object, str]]:
         """What is wrong with a config's stream parameters, before any data is read: unknown names,
         then the benchmark's own check against what the dataset holds (its registry entry)."""
-        import inspect
-
-        known = [n for n in inspect.signature(self.contexts).parameters if n not in ("train_y", "test_y", "data")]
+        known = list(self.defaults)
         errors = [(k, params[k], f"not a parameter of {self.name}; it takes: {', '.join(known) or '(none)'}")
                   for k in params if k not in known]
-        return errors + (self.check(params, source) if self.check and not errors else [])
+        return errors + (self.check(self.stream_params(params), source) if self.check and not errors else [])
+
+    def stream_test_sizes(self, params: dict | None, per_class: list[int]) -> list[int]:
+        """Test images per task of a stream with these parameters (the defaults under them)."""
+        return self.test_sizes(self.stream_params(params), per_class)
 
 
-BENCHMARKS: dict[str, Benchmark] = {}
-
-
-def register(benchmark: Benchmark) -> Benchmark:
-    if benchmark.name in BENCHMARKS:
-        raise ValueError(f"benchmark {benchmark.name!r} is registered twice")
-    BENCHMARKS[benchmark.name] = benchmark
-    return benchmark
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
+register = BENCHMARKS.register
 
 
 def benchmark_title(name: str) -> str:
@@ -67,10 +72,7 @@ def benchmark_title(name: str) -> str:
 
 
 def get_benchmark(name: str) -> Benchmark:
-    try:
-        return BENCHMARKS[name]
-    except KeyError:
-        raise ValueError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}") from None
+    return BENCHMARKS.get(name)
 
 
 def mnist_permutations(n_contexts: int, seed: int = 42, n_pixels: int = 784) -> list[np.ndarray | None]:
@@ -96,17 +98,17 @@ def _class_split(train_y, test_y, classes: list[list[int]]) -> list[dict]:
     return tasks
 
 
-def _split_pairs(train_y, test_y, classes=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))) -> list[dict]:
+def _split_pairs(train_y, test_y, classes) -> list[dict]:
     return _class_split(train_y, test_y, [list(c) for c in classes])
 
 
-def _permuted_mnist(train_y, test_y, n_contexts: int = 3, permutation_seed: int = 42) -> list[dict]:
+def _permuted_mnist(train_y, test_y, n_contexts: int, permutation_seed: int) -> list[dict]:
     perms = mnist_permutations(n_contexts, permutation_seed)
     return [{"permutation": p, "train_idx": np.arange(len(train_y)), "test_idx": np.arange(len(test_y))}
             for p in perms]
 
 
-def _rotated_mnist(train_y, test_y, angles=(0, 80, 160)) -> list[dict]:
+def _rotated_mnist(train_y, test_y, angles) -> list[dict]:
     return [{"angle": float(a), "train_idx": np.arange(len(train_y)), "test_idx": np.arange(len(test_y))}
             for a in angles]
 
@@ -119,7 +121,7 @@ def _coarse(data, split: str) -> np.ndarray:
     return data.extra[key].numpy()
 
 
-def _domain_cifar100_v1(train_y, test_y, data, superclasses=(0, 1, 2)) -> list[dict]:
+def _domain_cifar100_v1(train_y, test_y, data, superclasses) -> list[dict]:
     """v1: context t adds all fine classes of one superclass (aquatic mammals, fish, flowers);
     targets are the 100-way fine labels (class-incremental in substance)."""
     tc, ec = _coarse(data, "train"), _coarse(data, "test")
@@ -131,7 +133,7 @@ def _domain_cifar100_v1(train_y, test_y, data, superclasses=(0, 1, 2)) -> list[d
     return tasks
 
 
-def _domain_cifar100_v2(train_y, test_y, data, n_contexts: int = 3) -> list[dict]:
+def _domain_cifar100_v2(train_y, test_y, data, n_contexts: int) -> list[dict]:
     """v2: 20-way superclass targets; context t shows the t-th fine class (in fine-label order) of
     every superclass, so each context is a new domain of the same 20 classes."""
     tc, ec = _coarse(data, "train"), _coarse(data, "test")
@@ -147,7 +149,7 @@ def _domain_cifar100_v2(train_y, test_y, data, n_contexts: int = 3) -> list[dict
     return tasks
 
 
-def _split_blocks(train_y, test_y, n_contexts: int = 5, classes_per_context: int = 10) -> list[dict]:
+def _split_blocks(train_y, test_y, n_contexts: int, classes_per_context: int) -> list[dict]:
     """Contexts of consecutive class indices: [0..c-1], [c..2c-1], ... (assumed for mini-ImageNet)."""
     n_classes = int(train_y.max()) + 1
     if n_contexts * classes_per_context > n_classes:
@@ -160,26 +162,26 @@ def _split_blocks(train_y, test_y, n_contexts: int = 5, classes_per_context: int
 # (stream params, per-class test counts of the dataset) -> test images of each task
 
 def _pairs_test_sizes(params, per_class):
-    return [sum(per_class[c] for c in cls) for cls in params.get("classes", [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]])]
+    return [sum(per_class[c] for c in cls) for cls in params["classes"]]
 
 
-def _whole_test_sizes(key, default):
+def _whole_test_sizes(key):
     def sizes(params, per_class):
-        n = params.get(key, default)
+        n = params[key]
         return [sum(per_class)] * (len(n) if isinstance(n, list) else int(n))
     return sizes
 
 
 def _v1_test_sizes(params, per_class):
-    return [5 * per_class[0]] * len(params.get("superclasses", [0, 1, 2]))  # 5 fine classes each
+    return [5 * per_class[0]] * len(params["superclasses"])  # 5 fine classes each
 
 
 def _v2_test_sizes(params, per_class):
-    return [20 * per_class[0]] * int(params.get("n_contexts", 3))  # one fine class per superclass
+    return [20 * per_class[0]] * int(params["n_contexts"])  # one fine class per superclass
 
 
 def _blocks_test_sizes(params, per_class):
-    return [int(params.get("classes_per_context", 10)) * per_class[0]] * int(params.get("n_contexts", 5))
+    return [int(params["classes_per_context"]) * per_class[0]] * int(params["n_contexts"])
 
 
 # ---------------------------------------------------------------- stream parameter checks (plan time)
@@ -190,7 +192,7 @@ def _is_int(v) -> bool:
 
 
 def _check_class_sets(params, source):
-    classes = params.get("classes", [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]])
+    classes = params["classes"]
     allowed = f"a non-empty list of disjoint, non-empty lists of class ids 0..{source.num_classes - 1}"
     if not isinstance(classes, list) or not classes or not all(isinstance(c, list) and c for c in classes):
         return [("classes", classes, allowed)]
@@ -204,23 +206,23 @@ def _check_class_sets(params, source):
     return []
 
 
-def _check_count(params, key, default, low, high=None, what="contexts"):
-    n = params.get(key, default)
+def _check_count(params, key, low, high=None, what="contexts"):
+    n = params[key]
     if not _is_int(n) or n < low or (high is not None and n > high):
         return [(key, n, f"a whole number of {what} from {low}" + (f" to {high}" if high is not None else " up"))]
     return []
 
 
 def _check_permuted(params, source):
-    errors = _check_count(params, "n_contexts", 3, 1)
-    seed = params.get("permutation_seed", 42)
+    errors = _check_count(params, "n_contexts", 1)
+    seed = params["permutation_seed"]
     if not _is_int(seed) or not 0 <= seed < 2**32:
         errors.append(("permutation_seed", seed, "a whole number from 0 to 2**32 - 1 (numpy's RandomState seed)"))
     return errors
 
 
 def _check_angles(params, source):
-    angles = params.get("angles", [0, 80, 160])
+    angles = params["angles"]
     if not isinstance(angles, list) or not angles or not all(
             isinstance(a, (int, float)) and not isinstance(a, bool) and np.isfinite(a) for a in angles):
         return [("angles", angles, "a non-empty list of finite angles in degrees, one per context")]
@@ -228,7 +230,7 @@ def _check_angles(params, source):
 
 
 def _check_superclasses(params, source):
-    sc = params.get("superclasses", [0, 1, 2])
+    sc = params["superclasses"]
     n = 20  # CIFAR-100's coarse classes
     if (not isinstance(sc, list) or not sc or not all(_is_int(c) and 0 <= c < n for c in sc)
             or len(set(sc)) != len(sc)):
@@ -237,10 +239,9 @@ def _check_superclasses(params, source):
 
 
 def _check_blocks(params, source):
-    errors = _check_count(params, "n_contexts", 5, 1) + _check_count(params, "classes_per_context", 10, 1,
-                                                                      what="classes")
+    errors = _check_count(params, "n_contexts", 1) + _check_count(params, "classes_per_context", 1, what="classes")
     if not errors:
-        n, c = params.get("n_contexts", 5), params.get("classes_per_context", 10)
+        n, c = params["n_contexts"], params["classes_per_context"]
         if n * c > source.num_classes:
             errors.append(("n_contexts", n, f"n_contexts × classes_per_context ({n} × {c}) within the dataset's "
                                             f"{source.num_classes} classes"))
@@ -252,26 +253,33 @@ def _check_blocks(params, source):
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
+PAIRS = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+
 register(Benchmark("split_mnist", "class-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _split_pairs,
-                   _pairs_test_sizes, title="Split MNIST", data=("mnist", "mnist5k"), check=_check_class_sets, description="5 contexts adding class pairs {0,1}, {2,3}, ..."))
+                   _pairs_test_sizes, defaults={"classes": PAIRS}, title="Split MNIST", data=("mnist", "mnist5k"),
+                   check=_check_class_sets, description="5 contexts adding class pairs {0,1}, {2,3}, ..."))
 register(Benchmark("permuted_mnist", "domain-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _permuted_mnist,
-                   _whole_test_sizes("n_contexts", 3), title="Permuted MNIST", data=("mnist", "mnist5k"), check=_check_permuted,
+                   _whole_test_sizes("n_contexts"), defaults={"n_contexts": 3, "permutation_seed": 42},
+                   title="Permuted MNIST", data=("mnist", "mnist5k"), check=_check_permuted,
                    description="identity, then fixed pixel permutations P1, P2 (RandomState(42))"))
 register(Benchmark("rotated_mnist", "domain-incremental", "mlp", 10, MNIST_MEAN, MNIST_STD, _rotated_mnist,
-                   _whole_test_sizes("angles", [0, 80, 160]), title="Rotated MNIST", data=("mnist", "mnist5k"), check=_check_angles,
-                   description="rotations by 0°, 80°, 160°"))
+                   _whole_test_sizes("angles"), defaults={"angles": [0, 80, 160]}, title="Rotated MNIST",
+                   data=("mnist", "mnist5k"), check=_check_angles, description="rotations by 0°, 80°, 160°"))
 register(Benchmark("split_cifar10", "class-incremental", "resnet18_slim", 10, CIFAR_MEAN, CIFAR_STD, _split_pairs,
-                   _pairs_test_sizes, title="Split CIFAR-10", data=("cifar10",), check=_check_class_sets, augment="cifar",
+                   _pairs_test_sizes, defaults={"classes": PAIRS}, title="Split CIFAR-10", data=("cifar10",),
+                   check=_check_class_sets, augment="cifar",
                    description="5 contexts adding class pairs (airplane+automobile, ...)"))
 register(Benchmark("domain_cifar100_v1", "class-incremental", "resnet18_slim", 100, CIFAR_MEAN, CIFAR_STD,
-                   _domain_cifar100_v1, _v1_test_sizes, title="Domain CIFAR-100 (v1)", data=("cifar100",), check=_check_superclasses, augment="cifar",
+                   _domain_cifar100_v1, _v1_test_sizes, defaults={"superclasses": [0, 1, 2]},
+                   title="Domain CIFAR-100 (v1)", data=("cifar100",), check=_check_superclasses, augment="cifar",
                    description="aquatic mammals, +fish, +flowers; 100-way fine labels (v1)"))
 register(Benchmark("domain_cifar100_v2", "domain-incremental", "resnet18_slim", 20, CIFAR_MEAN, CIFAR_STD,
-                   _domain_cifar100_v2, _v2_test_sizes, title="Domain CIFAR-100 (v2)", data=("cifar100",),
-                   check=lambda p, s: _check_count(p, "n_contexts", 3, 1, 5), augment="cifar",
+                   _domain_cifar100_v2, _v2_test_sizes, defaults={"n_contexts": 3}, title="Domain CIFAR-100 (v2)",
+                   data=("cifar100",), check=lambda p, s: _check_count(p, "n_contexts", 1, 5), augment="cifar",
                    description="20-way superclass labels, one new fine class per superclass per context (v2)"))
 # mini-ImageNet's normalisation and augmentation are not stated anywhere we could read (assumed):
 # ImageNet statistics, no augmentation.
 register(Benchmark("split_miniimagenet", "class-incremental", "resnet18_slim", 100, IMAGENET_MEAN, IMAGENET_STD,
-                   _split_blocks, _blocks_test_sizes, title="Split mini-ImageNet", data=("miniimagenet",), check=_check_blocks,
+                   _split_blocks, _blocks_test_sizes, defaults={"n_contexts": 5, "classes_per_context": 10},
+                   title="Split mini-ImageNet", data=("miniimagenet",), check=_check_blocks,
                    description="contexts of 10 consecutive classes, 84×84 (v2)"))

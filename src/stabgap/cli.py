@@ -159,10 +159,13 @@ def cmd_cost(a) -> None:
         print(f"wrote {a.out}.md and {a.out}.csv")
 
 
-def cmd_repro(a) -> None:
-    from .repro import reproducibility_check
+def cmd_rerun_check(a) -> None:
+    from .rerun import rerun_check
 
-    results = reproducibility_check(a.runs, a.out, sample=a.sample, seed=a.seed, atol=a.atol)
+    if a.command == "repro-check":
+        print("note: `python -m stabgap repro-check` is now `python -m stabgap rerun-check`; the old name "
+              "still works and will be removed", file=sys.stderr)
+    results = rerun_check(a.runs, a.out, sample=a.sample, seed=a.seed, atol=a.atol)
     for r in results:
         print(f"{r['verdict']:>12}  {r['run']}")
     bad = [r for r in results if r["verdict"] == "DIFFERS"]
@@ -247,14 +250,15 @@ def main(argv=None) -> None:
     s.add_argument("runs", nargs="*")
     s.set_defaults(func=cmd_figure)
 
-    s = sub.add_parser("repro-check", help="re-run a sample of finished runs and compare their logs")
+    s = sub.add_parser("rerun-check", aliases=["repro-check"],
+                       help="re-run a sample of finished runs and compare their logs (repro-check: its old name)")
     s.add_argument("--out", required=True, help="report path without extension (.json and .md are written)")
     s.add_argument("--sample", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--atol", type=float, default=1e-4, help="tolerance across device types")
     s.add_argument("--strict", action="store_true", help="exit with status 2 if a run differs")
     s.add_argument("runs", nargs="+")
-    s.set_defaults(func=cmd_repro)
+    s.set_defaults(func=cmd_rerun_check)
 
     s = sub.add_parser("cost", help="what a config costs before it runs: FLOPs and predicted hours")
     s.add_argument("--config", default="config.yaml")

@@ -36,9 +36,23 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
     return config
 
 
+RENAMED_KEYS = {"reproducibility": "rerun_check"}  # old top-level key -> its name now
+
+
 def validate_schema(config: dict, schema_path: Path = SCHEMA) -> None:
-    """JSON-schema validation, with defaults filled in (as Snakemake's `validate` does)."""
+    """JSON-schema validation, with defaults filled in (as Snakemake's `validate` does). A key under
+    its old name (RENAMED_KEYS) is moved to its new one, with a note."""
+    import sys
+
     import jsonschema
+
+    for old, new in RENAMED_KEYS.items():
+        if old in config:
+            if new in config:
+                raise ConfigError(f"{old}: renamed to {new}, and both are given; keep {new} only")
+            config[new] = config.pop(old)
+            print(f"note: the config key {old} is now {new}; the old name still works and will be removed",
+                  file=sys.stderr)
 
     schema = yaml.safe_load(schema_path.read_text())
     validator_cls = jsonschema.validators.validator_for(schema)
@@ -82,16 +96,16 @@ def check_stream(config: dict, name: str) -> None:
 
     bench = config["benchmarks"][name]
     dataset = config["datasets"][bench["dataset"]]
-    source = DATASETS.get(dataset.get("builder"))
-    if source is None:
+    if dataset.get("builder") not in DATASETS:
         return  # an unknown builder is reported with its own message
+    source = DATASETS[dataset["builder"]]
     for key, value, allowed in BENCHMARKS[name].stream_errors(bench.get("stream") or {}, source):
         raise ConfigError(f"benchmarks.{name}.stream.{key}: {value!r} is not allowed: {allowed} "
                           f"(fix the config; nothing was run)")
     subset = config.get("evaluation", {}).get("subset")
     if subset:
         options = {k: v for k, v in dataset.items() if k != "builder"}
-        sizes = BENCHMARKS[name].test_sizes(bench.get("stream") or {}, source.test_per_class(options))
+        sizes = BENCHMARKS[name].stream_test_sizes(bench.get("stream"), source.test_per_class(options))
         if subset > min(sizes):
             raise ConfigError(f"evaluation.subset: {subset} test images per task, but {name}'s smallest task has "
                               f"{min(sizes)} (its tasks: {sizes}); choose at most {min(sizes)} or null "
@@ -150,6 +164,8 @@ def check_config(config: dict) -> None:
 
     from .cost import machines
 
+    check_memory(config)
+    check_results_folder(config)
     from .archs import ARCHS
 
     for name, m in (config["cost"].get("machines") or {}).items():
@@ -172,6 +188,39 @@ def check_config(config: dict) -> None:
         for key in ("rate_gflops", "eval_rate_gflops"):
             if not all(v > 0 for v in m.get(key, {}).values()):
                 raise ConfigError(f"cost.machines.{name}.{key}: every rate must be > 0, got {m[key]}")
+
+
+def check_memory(config: dict) -> None:
+    """A batch that cannot fit its training job's memory is refused before any job, with the number
+    it would need (cost.job_memory_mb: activations of the batch, all runs of a batch job)."""
+    from .benchmarks import BENCHMARKS
+    from .cost import dataset_facts, job_memory_mb
+
+    for name, bench in config["benchmarks"].items():
+        if name not in BENCHMARKS or bench["dataset"] not in config["datasets"]:
+            continue  # reported with their own messages
+        method = next(iter(config["methods"]))
+        run = run_config(config, name, method, config["seeds"][0])
+        image, _ = dataset_facts(config["datasets"][bench["dataset"]])
+        n_runs = config["compute"]["batch_runs"] if BENCHMARKS[name].batchable else 1
+        need = job_memory_mb(run, image, max(1, n_runs))
+        have = bench.get("mem_mb", config["compute"]["train_mem_mb"])
+        where = f"benchmarks.{name}.mem_mb" if "mem_mb" in bench else "compute.train_mem_mb"
+        for part, key in (("train", f"benchmarks.{name}.batch_size"), ("evaluation", "evaluation.batch_size")):
+            if need[part] > have:
+                value = run["batch_size"] if part == "train" else run["eval_batch_size"]
+                raise ConfigError(f"{key}: {value} images need about {need[part]:,.0f} MB in a training job of {name} "
+                                  f"({part} batch, {max(1, n_runs)} run(s) per job), more than its memory, "
+                                  f"{have} MB ({where}); lower the batch or raise the memory (nothing was run)")
+
+
+def check_results_folder(config: dict) -> None:
+    """`results` (and `data_root`) must be folders, or not exist yet."""
+    for key in ("results", "data_root"):
+        path = Path(config[key]) if config.get(key) else None
+        if path is not None and path.exists() and not path.is_dir():
+            raise ConfigError(f"{key}: {config[key]!r} is a file; {key} must be a folder (it receives this config's "
+                              f"{'outputs' if key == 'results' else 'raw data'}); choose another path (nothing was run)")
 
 
 def missing_raw_data(config: dict, results: str, names=None) -> list[str]:

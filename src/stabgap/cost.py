@@ -10,7 +10,7 @@ caps each task).
 
 Time = training FLOPs ÷ training rate + evaluation FLOPs ÷ evaluation rate + per-iteration and
 per-evaluation overheads + one job start-up. The rates and overheads per network and machine are
-the network's registry entry (archs.Arch.rates, measured with the speed harness; speed/NOTES.md),
+the network's registry entry (archs.Arch.rates, measured with the speed harness; src/stabgap/speed/NOTES.md),
 the machine's label and start-up are here, and the config's `cost.machines` may override any of
 them. The overhead terms make launch-bound runs predictable.
 """
@@ -48,7 +48,7 @@ def stream_test_sizes(benchmark: str, stream: dict, per_class: list[int]) -> lis
     """Test images per task of a benchmark's stream, from the stream parameters of the config."""
     from .benchmarks import get_benchmark
 
-    return get_benchmark(benchmark).test_sizes(stream, per_class)
+    return get_benchmark(benchmark).stream_test_sizes(stream, per_class)
 
 
 # ---------------------------------------------------------------- machines
@@ -56,7 +56,7 @@ def stream_test_sizes(benchmark: str, stream: dict, per_class: list[int]) -> lis
 # network registry (archs.Arch.rates); the config's `cost.machines` overrides or adds entries.
 MACHINES = {
     "cpu": {"label": "this project's CPU machine (2 cores), 1 thread per job (measured)", "startup_s": 3.0},
-    "gpu": {"label": "NVIDIA H200, fp32 (MLP measured; ResNet rate ASSUMED until measured: speed/gpu.sh)",
+    "gpu": {"label": "NVIDIA H200, fp32 (MLP measured; ResNet rate ASSUMED until measured: src/stabgap/speed/gpu.sh)",
             "startup_s": 10.0},
 }
 RATE_KEYS = ("rate_gflops", "eval_rate_gflops", "per_iteration_s", "per_evaluation_s")
@@ -131,6 +131,19 @@ def benchmark_run_work(config: dict, run: dict) -> dict:
     bench = config["benchmarks"][run["benchmark"]]
     image, per_class = dataset_facts(config["datasets"][bench["dataset"]])
     return run_work(run, stream_test_sizes(run["benchmark"], bench["stream"], per_class), image)
+
+
+def job_memory_mb(run: dict, image: tuple[int, int, int], n_runs: int = 1) -> dict:
+    """A rough bound of what a training job's batches hold (the data aside), in MB, from the
+    network's layer plan: a training step keeps, per image, the input (uint8 and normalised) and
+    about four copies of every layer's output (the output, BatchNorm, activation, gradient); an
+    evaluation forward two. Times the images of a batch and the runs trained together."""
+    arch, K = network(run["benchmark"])
+    pixels = image[0] * image[1] * image[2]
+    outputs = sum(layer.cout * layer.size ** 2 for layer in arch.layers(image, K))
+    train = 4 * (2 * pixels + 4 * outputs) * run["batch_size"] * n_runs / 2 ** 20
+    evaluation = 4 * (pixels + 2 * outputs) * run["eval_batch_size"] * n_runs / 2 ** 20
+    return {"train": train, "evaluation": evaluation}
 
 
 def runtime_minutes(config: dict, run: dict, n_runs: int = 1) -> int:

@@ -1,4 +1,4 @@
-"""Continual evaluation of a batch of models, as an inference path (SPEC §6).
+"""Continual evaluation of a batch of models, as an inference path (docs/protocol.md §6).
 
 At an evaluated iteration in context k (schedule.py): every model, in eval mode (BatchNorm's
 running statistics, no gain update), on the test images of the tasks the scope covers (1..k, or

@@ -1,4 +1,4 @@
-"""Figures of SPEC §7 from finished runs (seaborn on matplotlib; figures never train).
+"""Figures of docs/protocol.md §7 from finished runs (seaborn on matplotlib; figures never train).
 
 One style for every figure, set in one place (`style()`: seaborn's "ticks" theme at "paper" scale
 plus a few rc settings). Each method has one colour, its registry entry's (methods.Method.colour);
@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .benchmarks import benchmark_title, get_benchmark  # noqa: E402
+from .config import parse_variant  # noqa: E402
 from .methods import method_colour, method_label  # noqa: E402
 from .planning import gain_variants  # noqa: E402
 from .tables import variant_label  # noqa: E402
@@ -42,7 +43,7 @@ def style() -> dict:
 
 def colour(variant: str) -> str:
     """A run variant's colour: its method's (a variant of NGM-SGD is drawn in NGM-SGD's colour)."""
-    return method_colour(variant.split("@")[0])
+    return method_colour(parse_variant(variant)[0])
 
 
 def task1_frame(run_dirs) -> pd.DataFrame:
@@ -98,7 +99,7 @@ def plot_task1_curves(run_dirs, benchmarks: list[str], out_stem: str | Path, tit
     benchmarks = [b for b in benchmarks if b in set(data.benchmark)]
     if not benchmarks:
         raise ValueError(f"none of the runs belongs to the benchmarks asked for ({title})")
-    gain_label = " / ".join(method_label(m.split("@")[0]) for m in gain_variants(dict.fromkeys(data.method))) or "no"
+    gain_label = " / ".join(method_label(parse_variant(m)[0]) for m in gain_variants(dict.fromkeys(data.method))) or "no"
     rows = [("accuracy", "Task-1 accuracy (%)"), ("loss", "Task-1 loss (cross-entropy)"),
             ("gain", f"{gain_label} output gain")]
     with plt.rc_context(style()):
@@ -189,7 +190,7 @@ def plot_toy(out_stem: str | Path, seed: int = 0) -> list[Path]:
         return _save(fig, out_stem)
 
 
-# ---------------------------------------------------------------- appendix figures (SPEC §7.4)
+# ---------------------------------------------------------------- appendix figures (docs/protocol.md §7.4)
 
 def _runs(run_dirs) -> list[tuple[dict, pd.DataFrame | None]]:
     out = []

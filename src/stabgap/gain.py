@@ -1,4 +1,4 @@
-"""The paper's idea in one file: noradrenergic gain modulation (SPEC §2).
+"""The paper's idea in one file: noradrenergic gain modulation (docs/protocol.md §2).
 
 A modulated layer computes z = g ⊙ (x Wᵀ) + b with one gain per output neuron. The gain is state,
 not a trainable parameter. At the start of every training iteration, before its forward, it moves by
@@ -72,7 +72,7 @@ def batch_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def lr_multiplier_update(m: float, gamma: float, eta: float, entropy: float) -> float:
-    """Entropy-LR variant (assumed, SPEC §4): the same recursion drives a learning-rate multiplier."""
+    """Entropy-LR variant (assumed, docs/protocol.md §4): the same recursion drives a learning-rate multiplier."""
     return float(gain_update(m, 1.0, gamma, eta * entropy))
 
 

@@ -1,4 +1,4 @@
-"""Method registry (SPEC §2-§4): one entry per method, selected by name from the config.
+"""Method registry (docs/protocol.md §2-§4): one entry per method, selected by name from the config.
 
 A method is its optimizer, its gain dynamics and its reaction to a context switch. The fields of a
 `Method` are the defaults; `config.yaml` may override any of them per method (`resolve_method`).
@@ -10,13 +10,15 @@ Parameter groups: every network splits its trainable parameters into the weights
 gain-modulated layers and the rest (models.ModelBatch.param_refs, optim.MethodOptimizer). On the MLP every layer is
 modulated; on the ResNet only the head. `momentum` applies to the rest; `modulated_momentum`
 (None = same as `momentum`) to the modulated weights. So NGM-SGD is momentum 0.9 on the ResNet
-backbone and plain SGD on its head, and plain SGD everywhere on the MLP (SPEC §2, §3).
+backbone and plain SGD on its head, and plain SGD everywhere on the MLP (docs/protocol.md §2, §3).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,13 @@ class Method:
     gain: str = "frozen"  # "frozen", "entropy" or "bump" (gain.GainControl)
     g0: float = 1.0
     gamma: float = 0.0
-    eta: float | None = None  # None: the benchmark's η (SPEC §5 table)
+    eta: float | None = None  # None: the benchmark's η (docs/protocol.md §5 table)
     bump: float = 0.0
     lr_drive: bool = False  # Entropy-LR: the gain recursion drives an lr multiplier instead
     reset_on_switch: bool = False  # oracle: clear the optimizer state at every context switch
     label: str = ""  # its name in tables and figures (default: the registry name)
     colour: str = "black"  # its colour in every figure (a matplotlib colour)
+    note: str = ""  # what a reader of a table with this method must know (added to the table's caption)
 
     @property
     def display(self) -> str:
@@ -63,14 +66,8 @@ class Method:
         return benchmark_eta if self.eta is None else self.eta
 
 
-METHODS: dict[str, Method] = {}
-
-
-def register(method: Method) -> Method:
-    if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} is registered twice")
-    METHODS[method.name] = method
-    return method
+METHODS: Registry[Method] = Registry("method")
+register = METHODS.register
 
 
 register(Method("sgd", "SGD, no momentum; gain frozen at 1", label="SGD", colour="dimgray"))
@@ -81,9 +78,12 @@ register(Method("adam", "Adam (0.9, 0.999, 1e-8); gain frozen at 1", optimizer="
 register(Method("ngm", "NGM-SGD: entropy-driven gain; plain SGD on modulated weights, momentum 0.9 elsewhere",
                 momentum=0.9, modulated_momentum=0.0, gain="entropy", gamma=0.9,
                 label="NGM-SGD", colour="darkorange"))
-# Variants named in later versions of the paper; their definitions are assumed (SPEC §4).
+# Variants named in later versions of the paper; their definitions are assumed (docs/protocol.md §4).
 register(Method("fixed_gain", "NGM-SGD's optimizer with the gain held at a constant g0 (no entropy drive)",
-                momentum=0.9, modulated_momentum=0.0, label="fixed gain", colour="goldenrod"))
+                momentum=0.9, modulated_momentum=0.0, label="fixed gain", colour="goldenrod",
+                note="Fixed gain is NGM-SGD's optimizer with the gain held at g0. On the MLP every layer is "
+                     "gain-modulated, so every weight is in the momentum-0 group: with g0 = 1 it is plain SGD, "
+                     "run for run. On the ResNet it differs from MSGD only in the head's momentum (0, not 0.9)."))
 register(Method("entropy_lr", "NGM-SGD's optimizer; the γ/η entropy recursion drives an lr multiplier",
                 momentum=0.9, modulated_momentum=0.0, gamma=0.9, lr_drive=True, label="Entropy-LR", colour="crimson"))
 register(Method("msgd_reset", "MSGD with its state cleared at every context switch (oracle)",
@@ -105,17 +105,14 @@ def method_colour(name: str) -> str:
 
 
 def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}") from None
+    return METHODS.get(name)
 
 
 def resolve_method(name: str, overrides: dict | None = None) -> Method:
     """The registered method `name` with the config's settings applied on top of its defaults."""
     method = get_method(name)
     overrides = dict(overrides or {})
-    fields = {f.name for f in dataclasses.fields(Method)} - {"name", "description", "label", "colour"}
+    fields = {f.name for f in dataclasses.fields(Method)} - {"name", "description", "label", "colour", "note"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"method {name!r}: unknown setting(s) {', '.join(unknown)}; "

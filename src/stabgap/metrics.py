@@ -1,4 +1,4 @@
-"""Continual-evaluation metrics of the stability gap (SPEC §6).
+"""Continual-evaluation metrics of the stability gap (docs/protocol.md §6).
 
 Input is one run's tidy log (one row per iteration for ``split == "train"``, one row per evaluated
 task for ``split == "test"``). Everything is inferred from the log: the number of contexts n is the
@@ -6,7 +6,7 @@ largest ``context``, stage k is the set of evaluated iterations whose ``context`
 stage k is the last evaluated iteration of stage k (the runner always evaluates it). I and rho are not
 needed; with rho > 1 every quantity is taken over the evaluated iterations only.
 
-Two families (SPEC §6):
+Two families (docs/protocol.md §6):
 
 * ``task1`` -- the v1 table, on the task-1 accuracy curve c(t) = a_1(t).
   :func:`task1_metrics` gives it for one seed; :func:`task1_metrics_v1` reproduces the v1 table's
@@ -14,7 +14,7 @@ Two families (SPEC §6):
 * ``seen`` -- the v2 / De Lange et al. (2023) family on the pooled accuracy A_{<k+1}(t) of the tasks
   seen before switch k -> k+1 (:func:`seen_metrics`).
 
-Conventions decided here (SPEC §6 leaves them open):
+Conventions decided here (docs/protocol.md §6 leaves them open):
 
 * SG values are fractions (0.2 = a 20 % relative drop), not percent; depth is in accuracy points.
 * A quantity that is undefined is ``None`` in every returned dict (never NaN), so the dicts are
@@ -53,7 +53,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Curves:
-    """Test curves of one run on its evaluated iterations (SPEC §6).
+    """Test curves of one run on its evaluated iterations (docs/protocol.md §6).
 
     iters:    sorted evaluated iterations, int [T]
     contexts: context (= stage) of each evaluated iteration, int [T]
@@ -82,14 +82,14 @@ class Curves:
 
     def pooled(self, k: int) -> np.ndarray:
         """Size-weighted accuracy on the pooled test data of tasks 1..k at every evaluated iteration
-        (A_{<k+1}(t) of SPEC §6; pooled, not the mean of per-task accuracies). NaN before task k is
+        (A_{<k+1}(t) of docs/protocol.md §6; pooled, not the mean of per-task accuracies). NaN before task k is
         seen."""
         w = self.sizes[:k].astype(float)
         return self.acc[:, :k] @ w / w.sum()
 
 
 def test_curves(log: pd.DataFrame, tasks: int | None = None) -> Curves:
-    """Extract the per-task test curves of one run's log (SPEC §6): of every task, or of the first
+    """Extract the per-task test curves of one run's log (docs/protocol.md §6): of every task, or of the first
     `tasks` (1: task 1 alone, all a run evaluated under evaluation.scope task1).
 
     Uses only the ``split == "test"`` rows and the columns iteration, context, task, n, accuracy and
@@ -170,7 +170,7 @@ def _recover(curves: Curves, values: np.ndarray, end_idx: int) -> int | None:
 
 
 def _switch_stats(curves: Curves, values: np.ndarray, k: int) -> dict:
-    """SG, depth and time to recover of switch k -> k+1 on a curve (SPEC §6): pre-switch value at
+    """SG, depth and time to recover of switch k -> k+1 on a curve (docs/protocol.md §6): pre-switch value at
     the end of stage k, minimum over stage k+1."""
     end = curves.stage_end(k)
     pre = values[end]
@@ -197,7 +197,7 @@ def _mean_or_nan(xs) -> float:
 # Per-seed families
 # --------------------------------------------------------------------------------------------
 def task1_metrics(curves: Curves) -> dict:
-    """Family "task1" for one seed on c(t) = a_1(t) (SPEC §6, v1 table definitions).
+    """Family "task1" for one seed on c(t) = a_1(t) (docs/protocol.md §6, v1 table definitions).
 
     final_k = c at the end of stage k; min_k = min of c over stage k;
     avg_acc = mean_k final_k; avg_min_acc = mean of min_k for k = 1..n-1 (includes stage 1, excludes
@@ -229,7 +229,7 @@ def task1_metrics(curves: Curves) -> dict:
 
 
 def seen_metrics(curves: Curves) -> dict:
-    """Family "seen" for one seed (SPEC §6, v2 / De Lange et al. 2023; assumed details).
+    """Family "seen" for one seed (docs/protocol.md §6, v2 / De Lange et al. 2023; assumed details).
 
     final_k = A_{<k+1} (pooled accuracy over tasks 1..k) at the end of stage k, k = 1..n;
     sg_k = (A_{<k+1}(end of stage k) - min over stage k+1 of A_{<k+1}) / A_{<k+1}(end of stage k),
@@ -264,7 +264,7 @@ SEEN_SKIPPED = "evaluation.scope task1: only task 1 was evaluated, so the seen-t
 
 
 def run_metrics(log: pd.DataFrame, scope: str = "seen") -> dict:
-    """Both families for one run's log, JSON-serialisable (SPEC §6). A run evaluated under
+    """Both families for one run's log, JSON-serialisable (docs/protocol.md §6). A run evaluated under
     evaluation.scope task1 has the task1 family only: "seen" is None and "skipped" says why."""
     if scope == "task1":
         return {"task1": task1_metrics(test_curves(log, tasks=1)), "seen": None, "skipped": {"seen": SEEN_SKIPPED}}
@@ -276,7 +276,7 @@ def run_metrics(log: pd.DataFrame, scope: str = "seen") -> dict:
 # Aggregation over seeds
 # --------------------------------------------------------------------------------------------
 def task1_metrics_v1(curve_list: list[Curves]) -> dict:
-    """The v1 table's aggregation of family "task1" over seeds (SPEC §6).
+    """The v1 table's aggregation of family "task1" over seeds (docs/protocol.md §6).
 
     c(t) = seed-mean task-1 accuracy, s(t) = per-iteration population std (ddof 0). final_k = c at the
     end of stage k with sigma s there; min_k = c at the argmin of c within stage k with sigma s at that
@@ -346,7 +346,7 @@ def _mean_std(values: list, ddof: int) -> dict:
 
 
 def mean_std_over_seeds(run_metric_list: list[dict], ddof: int = 0) -> dict:
-    """Per-seed metrics, then mean +- std over seeds (SPEC §6, second aggregation).
+    """Per-seed metrics, then mean +- std over seeds (docs/protocol.md §6, second aggregation).
 
     Input: a list of :func:`run_metrics` dicts (one per seed). For every scalar metric
     ``{"mean", "std", "n"}``; for every list metric (per stage or per switch) a list of such dicts,

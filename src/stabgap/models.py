@@ -11,7 +11,7 @@ vectors), its BatchNorm statistics, and, in trainer.py, its optimizer state and 
   (tests/test_batched.py).
 - `ResNet`: R backbone modules (each its own convolutions and BatchNorm), run one after another,
   and the gain-modulated heads stacked as in the MLP. Why not one grouped convolution or
-  torch.func.vmap for all R backbones: speed/NOTES.md (measured); the loop is also bitwise equal to
+  torch.func.vmap for all R backbones: src/stabgap/speed/NOTES.md (measured); the loop is also bitwise equal to
   separate runs on the CPU.
 
 A forward is pure: it never moves a gain. The gain update and the entropy it is driven by are
@@ -87,7 +87,7 @@ class _BatchedMatmul(torch.autograd.Function):
 
 class GainLinear(nn.Module):
     """R linear layers side by side, each with a gain per output neuron: z_m = g_m ⊙ (x_m W_mᵀ) + b_m.
-    The biases exist but stay zero: they are never trained (SPEC §3)."""
+    The biases exist but stay zero: they are never trained (docs/protocol.md §3)."""
 
     def __init__(self, R: int, in_features: int, out_features: int):
         super().__init__()

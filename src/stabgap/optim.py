@@ -1,4 +1,4 @@
-"""SGD (with optional momentum) and Adam, written out (SPEC §2-§4).
+"""SGD (with optional momentum) and Adam, written out (docs/protocol.md §2-§4).
 
 The update rules are exactly those of torch.optim.SGD (dampening 0, no Nesterov, no weight decay)
 and torch.optim.Adam (no AMSGrad, no weight decay), single-tensor form. They are written here

@@ -2,11 +2,11 @@
 share a training job, job groups, the target lists of tables and figures, the runs each figure
 reads. workflow/rules/common.smk calls these; tests/test_planning.py checks them.
 
-Multi-run batching: with `compute.batch_runs: N > 1`, the runs of each batchable benchmark are
-grouped by the settings they must share (config.batch_key), sorted by (variant, seed) within a
-group, and cut into chunks of at most N runs; each chunk is one job training a batch of models
-(trainer.Trainer). Consequences: adding or removing runs can regroup, and so retrain, later batches
-of that benchmark; rebuilding one run retrains its batch.
+Multi-run batching: with `compute.batch_runs: N > 1`, the seeds of each variant of a batchable
+benchmark (which share every setting: config.batch_key) are cut into chunks of at most N runs;
+each chunk is one job training a batch of models (trainer.Trainer). A batch never mixes variants,
+so a change to one method's settings retrains that method's runs only; adding seeds can regroup, and
+so retrain, that variant's later batches; rebuilding one run retrains its batch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 
 from .archs import get_arch
 from .benchmarks import get_benchmark
-from .config import batch_key, run_config
+from .config import parse_variant, run_config
 from .methods import METHODS
 
 Run = tuple[str, str, int]  # (benchmark, variant, seed)
@@ -37,7 +37,9 @@ def group_runs(config: dict, groups: dict[str, list[Run]], group: str, benchmark
 
 def train_batches(config: dict, groups: dict[str, list[Run]]) -> list[tuple[str, int, list]]:
     """(benchmark, index, [(variant, seed), ...]) per batch, for every batchable benchmark of the
-    config; [] when batching is off (batch_runs 1). A run shared by experiment groups is planned once."""
+    config; [] when batching is off (batch_runs 1). A run shared by experiment groups is planned once.
+    A batch holds the seeds of one variant (at most batch_runs of them), never two variants, so that
+    changing one method's settings retrains that method's runs only."""
     size = config["compute"]["batch_runs"]
     if size <= 1:
         return []
@@ -46,12 +48,12 @@ def train_batches(config: dict, groups: dict[str, list[Run]]) -> list[tuple[str,
     for bench in config["benchmarks"]:
         if not get_benchmark(bench).batchable:
             continue
-        by_key: dict[str, list] = {}  # runs that may share a batch
+        by_variant: dict[str, list] = {}  # runs that may share a batch: one variant (hence one batch key)
         for b, v, s in runs:
             if b == bench:
-                key = json.dumps(batch_key(run_config(config, b, v, s)), sort_keys=True)
-                by_key.setdefault(key, []).append((v, s))
-        chunks = [by_key[key][i:i + size] for key in sorted(by_key) for i in range(0, len(by_key[key]), size)]
+                by_variant.setdefault(v, []).append((v, s))
+        chunks = [seeds[i:i + size] for v in sorted(by_variant) for seeds in [by_variant[v]]
+                  for i in range(0, len(seeds), size)]
         batches += [(bench, i, chunk) for i, chunk in enumerate(chunks)]
     return batches
 
@@ -70,13 +72,31 @@ def uses_gpu(config: dict, benchmark: str) -> int:
     return int(get_arch(get_benchmark(benchmark).net).wants_gpu and config["compute"]["device"] != "cpu")
 
 
+def cuda_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU, asked without torch: its driver or nvidia-smi."""
+    import shutil
+    from pathlib import Path
+
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def missing_cuda(config: dict) -> str:
+    """What is wrong when the config asks for CUDA and this machine shows none ("" when all is well)."""
+    device = config["compute"]["device"]
+    if not device.startswith("cuda") or cuda_visible():
+        return ""
+    return (f"compute.device: {device!r}, but this machine shows no CUDA GPU (no NVIDIA driver, no nvidia-smi); "
+            f"use device: auto (CUDA where there is one, else the CPU) or cpu, or run on a machine with a GPU")
+
+
 def figure_benchmarks(config: dict, kind: str) -> list[str]:
     return [b for b in config["figures"][kind] if b in config["benchmarks"]]
 
 
 def gain_variants(variants) -> list[str]:
     """The variants whose gain the figures read out (methods.Method.reads_out_gain: NGM-SGD)."""
-    return [v for v in variants if v.split("@")[0] in METHODS and METHODS[v.split("@")[0]].reads_out_gain]
+    methods = {v: parse_variant(v)[0] for v in variants}
+    return [v for v in variants if methods[v] in METHODS and METHODS[methods[v]].reads_out_gain]
 
 
 def table_targets(config: dict, groups: dict) -> list[str]:
@@ -85,6 +105,29 @@ def table_targets(config: dict, groups: dict) -> list[str]:
         out += [f"{config['results']}/tables/ablations/{name}" for name in TABLE_FILES]
     if "lr_sweep" in groups:
         out += [f"{config['results']}/tables/lr_sweep.{ext}" for ext in TABLE_FORMATS]
+    return out
+
+
+def table_groups(groups: dict) -> list[tuple[str, str, str]]:
+    """(experiment group, its tables' folder under the results, report category) of each group with
+    Tables 1 and 2 (the lr sweep has its own table)."""
+    out = [("main", "tables", "Tables")]
+    if "ablations" in groups:
+        out.append(("ablations", "tables/ablations", "Ablation tables"))
+    return out
+
+
+def curve_figures(config: dict, groups: dict) -> list[tuple[str, str, list[str], str, str]]:
+    """(figure, experiment group, its benchmarks (columns), title, report caption) of each curve
+    figure: figures 2 and 3 over the main runs, figure 7a over the ablation group."""
+    out = []
+    for fig, kind in (("fig2_class_incremental", "class_incremental"), ("fig3_domain_incremental", "domain_incremental")):
+        if figure_benchmarks(config, kind):
+            out.append((fig, "main", figure_benchmarks(config, kind),
+                        kind.replace("_", "-").capitalize() + " benchmarks", "curves.rst"))
+    if "ablations" in groups:
+        out.append(("fig7a_ablations", "ablations", list(config["ablations"]["benchmarks"]), "Ablations",
+                    "ablations.rst"))
     return out
 
 
@@ -107,7 +150,7 @@ def figure_targets(config: dict, groups: dict) -> list[str]:
     return out
 
 
-def curve_figures(config: dict) -> list[str]:
+def paper_curve_benchmarks(config: dict) -> list[str]:
     """The benchmarks of the config whose curves the reproduction stage draws against the paper's:
     those the reference curves hold (reference/curves.yaml, or the config's reproduction.reference)."""
     from .reference import curve_benchmarks

@@ -1,4 +1,4 @@
-"""What a batch of runs records, and each run's log built from it (SPEC §6).
+"""What a batch of runs records, and each run's log built from it (docs/protocol.md §6).
 
 Every per-iteration value lives in a tensor preallocated on the runs' device (no host sync per
 iteration): the training batch's loss and correct count, the entropy, each modulated layer's mean

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Generic, Iterator, TypeVar
 
 T = TypeVar("T")
+_MISSING = object()
 
 
 class Registry(Generic[T]):
@@ -24,14 +25,23 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
-    def get(self, name: str) -> T:
-        try:
+    def get(self, name: str, default=_MISSING) -> T:
+        """The entry `name`; an unknown name is an error naming the known ones (or `default`)."""
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            raise self.error(f"unknown {self.kind} {name!r}; known: {', '.join(self._entries)}") from None
+        if default is not _MISSING:
+            return default
+        raise self.error(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self._entries)}")
 
     def __getitem__(self, name: str) -> T:
         return self._entries[name]
+
+    def __setitem__(self, name: str, entry: T) -> None:
+        """Replace (or add) an entry outright: for tests that change one entry for a while."""
+        self._entries[name] = entry
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -1,5 +1,5 @@
 """The continual-evaluation schedule, in one place and without torch: which iterations are
-evaluated, which tasks, how many passes, how many images (SPEC §6).
+evaluated, which tasks, how many passes, how many images (docs/protocol.md §6).
 
 - Evaluated iterations: every ρ iterations (`eval_every`; t a multiple of ρ), the last iteration of
   every context, and, with `eval_dense_after_switch: N`, every one of the first N iterations of each

@@ -1,4 +1,4 @@
-"""Task streams (SPEC §5): the torch side of the benchmarks declared in benchmarks.py.
+"""Task streams (docs/protocol.md §5): the torch side of the benchmarks declared in benchmarks.py.
 
 A task stream is a sequence of tasks; task j is the data introduced in context j, and context k
 trains on the union of tasks 1..k. A `Stream` stores the training images of all tasks
@@ -52,7 +52,7 @@ class Stream:
 
 def rotate_images(images: np.ndarray, angle: float) -> np.ndarray:
     """PIL's rotate: about the centre, counter-clockwise for positive angles, nearest neighbour,
-    no expansion, fill 0 (SPEC §5)."""
+    no expansion, fill 0 (docs/protocol.md §5)."""
     if angle % 360 == 0:
         return images.copy()
     from PIL import Image
@@ -64,7 +64,7 @@ def rotate_images(images: np.ndarray, angle: float) -> np.ndarray:
 
 
 def permute_images(images: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """new = old[P] on the raw row-major pixels (SPEC §5)."""
+    """new = old[P] on the raw row-major pixels (docs/protocol.md §5)."""
     flat = images.reshape(len(images), -1)
     return flat[:, perm].reshape(images.shape)
 
@@ -168,11 +168,12 @@ def build_stream(benchmark: str, data: CanonicalData, params: dict | None = None
     bench = get_benchmark(benchmark)
     train_x, train_y = data.train_x.numpy(), data.train_y.numpy()
     test_x, test_y = data.test_x.numpy(), data.test_y.numpy()
-    params = dict(params or {})
+    params = dict(params or {})  # as the config gives them (the stream's JSON records these)
+    call = bench.stream_params(params)  # on top of the benchmark's defaults
     if "data" in inspect.signature(bench.contexts).parameters:
-        params["data"] = data
+        call["data"] = data
     try:
-        tasks = bench.contexts(train_y, test_y, **params)
+        tasks = bench.contexts(train_y, test_y, **call)
     except TypeError as err:
         raise ValueError(f"benchmark {benchmark!r}: bad stream parameters {params}: {err}") from None
     xs, ys, txs, tys, spec_tasks = [], [], [], [], []

@@ -1,4 +1,4 @@
-"""Tables 1 and 2 of SPEC §7 from finished runs (pure pandas: no torch).
+"""Tables 1 and 2 of docs/protocol.md §7 from finished runs (pure pandas: no torch).
 
 A run folder holds `summary.json` (benchmark, method, seed, ...), `log.parquet` and
 `metrics.json` (metrics.run_metrics of the log). Three aggregations are tabulated:
@@ -22,7 +22,7 @@ import pandas as pd
 from . import metrics as M
 from .config import parse_variant
 from .fileio import atomic_write_text
-from .methods import method_label
+from .methods import METHODS, method_label
 
 TABLE1_COLUMNS = {  # family -> [(metric key, column title, higher is better)]
     "task1": [("avg_acc", "avg-ACC", True), ("avg_min_acc", "avg-min-ACC", True), ("wc_acc", "WC-ACC", True),
@@ -36,9 +36,9 @@ V1_METHODS = ("msgd", "adam", "ngm")
 
 def variant_label(variant: str) -> str:
     """'ngm@lr=0.1,test_augment=false' -> 'NGM-SGD (lr=0.1, test_augment=false)'."""
-    method, _, rest = variant.partition("@")
+    method, overrides = parse_variant(variant)
     label = method_label(method)
-    return f"{label} ({rest.replace(',', ', ')})" if rest else label
+    return f"{label} ({', '.join(f'{k}={json.dumps(v)}' for k, v in overrides.items())})" if overrides else label
 
 
 def load_runs(run_dirs) -> list[dict]:
@@ -205,6 +205,7 @@ def write_tables(run_dirs, out_dir, ddof: int = 0, v1_layout: bool = False) -> l
     runs = load_runs(run_dirs)
     frames = table_frames(runs, ddof=ddof, methods=V1_METHODS if v1_layout else None)
     written = []
+    notes = " ".join(dict.fromkeys(METHODS[r["base"]].note for r in runs if r["base"] in METHODS and METHODS[r["base"]].note))
     for family in ("task1_v1", "task1", "seen"):
         long1 = frames["table1"][frames["table1"].family == family]
         text, bold = wide_table1(frames["table1"], family)
@@ -214,8 +215,9 @@ def write_tables(run_dirs, out_dir, ddof: int = 0, v1_layout: bool = False) -> l
             stem = out_dir / f"{name}_{family}"
             atomic_write_text(f"{stem}.csv", long.to_csv(index=False))
             atomic_write_text(f"{stem}.md", to_markdown(wide, b))
-            atomic_write_text(f"{stem}.tex", to_latex(wide, b, CAPTIONS[family]))
-            atomic_write_text(f"{stem}.html", to_html(wide, b, CAPTIONS[family]))
+            caption = " ".join(filter(None, [CAPTIONS[family], notes]))
+            atomic_write_text(f"{stem}.tex", to_latex(wide, b, caption))
+            atomic_write_text(f"{stem}.html", to_html(wide, b, caption))
             written += [Path(f"{stem}.{ext}") for ext in ("csv", "md", "tex", "html")]
     manifest = {"runs": [{**{k: r[k] for k in ("benchmark", "method", "seed", "diverged", "dir")}, **r["provenance"]}
                          for r in runs],

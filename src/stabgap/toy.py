@@ -1,4 +1,4 @@
-"""The 1-D toy model of figure 1 (SPEC §7.1): why a transient gain acts as a fast weight.
+"""The 1-D toy model of figure 1 (docs/protocol.md §7.1): why a transient gain acts as a fast weight.
 
 Input x = 1 throughout, so a unit's output is its effective weight. No data, no torch.
 

@@ -1,5 +1,5 @@
 """Joint incremental training with continual evaluation: one training iteration for 1..R runs
-(SPEC §2, §5, §6).
+(docs/protocol.md §2, §5, §6).
 
 R runs of one stream train together as one batch of models (models.py; R = 1: a single run). They
 may differ in method and seed; each keeps its own initialisation, gains, BatchNorm statistics,
@@ -45,13 +45,13 @@ class RunSettings:
     eval_batch_size: int = 2500  # images per evaluation forward (the network's, archs.py)
     progress_every: int = 0  # print a progress line every this many iterations (0: ten per run)
     # v1 CIFAR protocol: augment the test images freshly at every evaluation and, in context k,
-    # evaluate k passes and pool them (SPEC §5). Off: one clean pass.
+    # evaluate k passes and pool them (docs/protocol.md §5). Off: one clean pass.
     test_augment: bool = False
     # "seen": evaluate every task seen so far (this reproduction); "task1": task 1 only, as the v1 code did
     eval_scope: str = "seen"
     eval_dense_after_switch: int = 0  # evaluate every one of the first N iterations of each context
     # evaluation forwards under bf16 autocast (a speed switch, off by default: it changes results;
-    # its effect on one run is measured in speed/NOTES.md). Training always runs in fp32.
+    # its effect on one run is measured in src/stabgap/speed/NOTES.md). Training always runs in fp32.
     eval_bf16: bool = False
 
 

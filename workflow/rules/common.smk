@@ -3,6 +3,7 @@
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 
 from stabgap import planning
@@ -28,12 +29,38 @@ except ConfigError as err:
 
 RESULTS = config["results"]
 
+# What every job shares, set once: the conda environment (--sdm conda) and each rule's resources
+# (the training rules compute theirs: train_mem, train_runtime, batch_resource).
+ENV = "../../envs/stabgap.yaml"
+RESOURCES = {
+    "data": {"mem_mb": 4000, "runtime": 60},
+    "stream": {"mem_mb": 4000, "runtime": 30},
+    "metrics": {"mem_mb": 1000, "runtime": 10},
+    "tables": {"mem_mb": 2000, "runtime": 10},
+    "table_lr_sweep": {"mem_mb": 2000, "runtime": 10},
+    "figure_toy": {"mem_mb": 1000, "runtime": 10},
+    "figure_curves": {"mem_mb": 2000, "runtime": 10},
+    "figure_from_runs": {"mem_mb": 4000, "runtime": 20},
+    "reproduction": {"mem_mb": 2000, "runtime": 30},
+    "cost": {"mem_mb": 500, "runtime": 5},
+}
+
 BENCHMARKS = list(config["benchmarks"])
 DATASETS = sorted({b["dataset"] for b in config["benchmarks"].values()})
 # experiment group -> (benchmark, variant, seed); a run shared by groups is one job
 GROUPS = experiment_runs(config)
 VARIANTS = sorted({v for runs in GROUPS.values() for _, v, _ in runs})
 TABLE_FILES = planning.TABLE_FILES
+TABLE_GROUPS = planning.table_groups(GROUPS)  # (group, folder, report category) with Tables 1 and 2
+CURVE_FIGURES = planning.curve_figures(config, GROUPS)  # (figure, group, benchmarks, title, caption)
+
+
+def table_layout_flag(group):
+    """The tables command's layout option: " --v1-layout" for the main tables under tables.v1_layout,
+    a space otherwise (the command as it always was), none for the other groups."""
+    if group != "main":
+        return ""
+    return " --v1-layout" if config["tables"]["v1_layout"] else " "
 
 # Rules call the package from this checkout, also inside conda environments (--sdm conda), find
 # the raw data under the resolved data_root, and import the config's plugins.
@@ -77,6 +104,26 @@ def raw_data_present(wildcards):
             raise WorkflowError(
                 "raw data missing (nothing was run):\n  " + "\n  ".join(missing)
             )
+    return []
+
+
+_CUDA_NOTED = []
+
+
+def cuda_present(wildcards):
+    """Input function of the training rules (evaluated while planning, when Snakemake knows where the
+    jobs will run): compute.device asks for CUDA and this machine shows none. A local run stops here,
+    before any job; a dry run and a cluster submission (from a login node, the jobs run elsewhere)
+    only say so, once."""
+    problem = planning.missing_cuda(config)
+    if problem:
+        remote = workflow.executor_plugin.common_settings.non_local_exec
+        if not (workflow.dryrun or remote):
+            raise WorkflowError(problem + " (nothing was run)")
+        if not _CUDA_NOTED:
+            _CUDA_NOTED.append(True)
+            where = "the cluster's nodes must have one" if remote else "a run on this machine would stop here"
+            print(f"warning: {problem}; {where}", file=sys.stderr)
     return []
 
 
@@ -173,13 +220,13 @@ def uses_gpu(wildcards):
     return uses_gpu_bench(wildcards.benchmark)
 
 
-def repro_runtime():
-    """The reproducibility check retrains `sample` runs: the longest main run's time each."""
+def rerun_runtime():
+    """The re-run check retrains `sample` runs: the longest main run's time each."""
     longest = max(
         runtime_minutes(config, run_config(config, b, v, s))
         for b, v, s in GROUPS["main"]
     )
-    return longest * config["reproducibility"]["sample"]
+    return longest * config["rerun_check"]["sample"]
 
 
 def figure_benchmarks(kind):

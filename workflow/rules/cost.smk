@@ -9,10 +9,8 @@ rule cost:
         csv=f"{RESULTS}/cost.csv",
     log:
         f"{RESULTS}/logs/cost.log",
-    threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        **RESOURCES["cost"],
     params:
         # any change of the config (runs, protocol, machines) rewrites the table
         config=config_hash(config),

@@ -12,11 +12,9 @@ rule data:
     log:
         f"{RESULTS}/logs/data/{{dataset}}.log",
     conda:
-        "../../envs/stabgap.yaml"
-    threads: 1
+        ENV
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **RESOURCES["data"],
     params:
         builder=lambda w: config["datasets"][w.dataset]["builder"],
         options=dataset_options,

@@ -1,4 +1,4 @@
-# Stage 5: the paper's figures (SPEC §7), one rule each, PDF and PNG. Curves are seed means with a
+# Stage 5: the paper's figures (docs/protocol.md, *Figures and tables*), one rule each, PDF and PNG. Curves are seed means with a
 # ±1 std band, context switches marked, one fixed colour per method.
 
 
@@ -13,11 +13,9 @@ rule figure_toy:
     log:
         f"{RESULTS}/logs/figures/fig1_toy.log",
     conda:
-        "../../envs/stabgap.yaml"
-    threads: 1
+        ENV
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **RESOURCES["figure_toy"],
     params:
         seed=config["figures"]["toy_seed"],
         stem=lambda w, output: output.pdf[: -len(".pdf")],
@@ -25,65 +23,36 @@ rule figure_toy:
         "python -m stabgap figure --kind toy --seed {params.seed} --out {params.stem} > {log} 2>&1"
 
 
-rule figure_curves:
-    input:
-        lambda w: files_of(
-            group_runs("main", figure_benchmarks(w.kind)),
-            names=("summary.json", "log.parquet"),
-        ),
-    output:
-        pdf=f"{RESULTS}/figures/{{fig}}_{{kind}}.pdf",
-        png=report(
-            f"{RESULTS}/figures/{{fig}}_{{kind}}.png",
-            caption="../report/curves.rst",
-            category="Figures",
-        ),
-    log:
-        f"{RESULTS}/logs/figures/{{fig}}_{{kind}}.log",
-    wildcard_constraints:
-        fig="fig2|fig3",
-        kind="class_incremental|domain_incremental",
-    conda:
-        "../../envs/stabgap.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        runs=lambda w: group_runs("main", figure_benchmarks(w.kind)),
-        benchmarks=lambda w: figure_benchmarks(w.kind),
-        title=lambda w: w.kind.replace("_", "-").capitalize() + " benchmarks",
-        stem=lambda w, output: output.pdf[: -len(".pdf")],
-    shell:
-        "python -m stabgap figure --kind curves --benchmarks {params.benchmarks}"
-        " --title {params.title:q} --out {params.stem} {params.runs} > {log} 2>&1"
+# The curve figures (figures 2, 3 and 7a): task-1 accuracy, loss and gain per iteration, one column
+# per benchmark, each over its experiment group's runs (planning.curve_figure_list).
+for _fig, _group, _benchmarks, _title, _caption in CURVE_FIGURES:
 
-
-rule figure_ablations:
-    input:
-        files_of(group_runs("ablations"), names=("summary.json", "log.parquet")),
-    output:
-        pdf=f"{RESULTS}/figures/fig7a_ablations.pdf",
-        png=report(
-            f"{RESULTS}/figures/fig7a_ablations.png",
-            caption="../report/ablations.rst",
-            category="Figures",
-        ),
-    log:
-        f"{RESULTS}/logs/figures/fig7a_ablations.log",
-    conda:
-        "../../envs/stabgap.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        runs=group_runs("ablations"),
-        benchmarks=(config.get("ablations") or {}).get("benchmarks", []),
-        stem=lambda w, output: output.pdf[: -len(".pdf")],
-    shell:
-        "python -m stabgap figure --kind curves --benchmarks {params.benchmarks}"
-        " --title 'Ablations' --out {params.stem} {params.runs} > {log} 2>&1"
+    rule:
+        name:
+            f"figure_{_fig}"
+        input:
+            files_of(group_runs(_group, _benchmarks), names=("summary.json", "log.parquet")),
+        output:
+            pdf=f"{RESULTS}/figures/{_fig}.pdf",
+            png=report(
+                f"{RESULTS}/figures/{_fig}.png",
+                caption=f"../report/{_caption}",
+                category="Figures",
+            ),
+        log:
+            f"{RESULTS}/logs/figures/{_fig}.log",
+        conda:
+            ENV
+        resources:
+            **RESOURCES["figure_curves"],
+        params:
+            runs=group_runs(_group, _benchmarks),
+            benchmarks=_benchmarks,
+            title=f"'{_title}'",  # quoted for the shell (titles hold no quote)
+            stem=lambda w, output: output.pdf[: -len(".pdf")],
+        shell:
+            "python -m stabgap figure --kind curves --benchmarks {params.benchmarks}"
+            " --title {params.title} --out {params.stem} {params.runs} > {log} 2>&1"
 
 
 rule figure_from_runs:
@@ -102,11 +71,9 @@ rule figure_from_runs:
         fig="fig4|fig5|fig6|fig7b",
         name="gain_readout|train_accuracy|seen_tasks|lr_sweep",
     conda:
-        "../../envs/stabgap.yaml"
-    threads: 1
+        ENV
     resources:
-        mem_mb=4000,
-        runtime=20,
+        **RESOURCES["figure_from_runs"],
     params:
         runs=lambda w: figure_runs(w.name),
         stem=lambda w, output: output.pdf[: -len(".pdf")],

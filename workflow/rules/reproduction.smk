@@ -24,7 +24,7 @@ rule reproduction:
         f"{RESULTS}/reproduction/curve_stages.csv",
         [
             f"{RESULTS}/reproduction/curves_{bench}.pdf"
-            for bench in planning.curve_figures(config)
+            for bench in planning.paper_curve_benchmarks(config)
         ],
         [
             report_item(
@@ -32,7 +32,7 @@ rule reproduction:
                 caption="../report/reproduction_curves_figure.rst",
                 category="1. Reproduction",
             )
-            for bench in planning.curve_figures(config)
+            for bench in planning.paper_curve_benchmarks(config)
         ],
         pdf=f"{RESULTS}/reproduction/figure.pdf",
         png=report(
@@ -43,11 +43,9 @@ rule reproduction:
     log:
         f"{RESULTS}/logs/reproduction.log",
     conda:
-        "../../envs/stabgap.yaml"
-    threads: 1
+        ENV
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **RESOURCES["reproduction"],
     params:
         runs=group_runs("main"),
         datasets=lambda w: json.dumps(
@@ -62,7 +60,7 @@ rule reproduction:
             for key, value in config["reproduction"].items()
             if value is not None
         ),
-        curves=",".join(planning.curve_figures(config)),
+        curves=",".join(planning.paper_curve_benchmarks(config)),
         out_dir=lambda w, output: str(Path(output.pdf).parent),
     shell:
         "python -m stabgap reproduction --out-dir {params.out_dir} --datasets {params.datasets:q}"

@@ -10,11 +10,9 @@ rule stream:
     log:
         f"{RESULTS}/logs/streams/{{benchmark}}.log",
     conda:
-        "../../envs/stabgap.yaml"
-    threads: 1
+        ENV
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **RESOURCES["stream"],
     params:
         stream=stream_params,
     shell:

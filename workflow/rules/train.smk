@@ -4,6 +4,7 @@
 
 rule train:
     input:
+        cuda_present,
         stream=f"{RESULTS}/streams/{{benchmark}}.pt",
     output:
         log=f"{RESULTS}/runs/{{benchmark}}/{{variant}}/seed{{seed}}/log.parquet",
@@ -20,7 +21,7 @@ rule train:
     group:
         train_group
     conda:
-        "../../envs/stabgap.yaml"
+        ENV
     threads: config["compute"]["threads"]
     resources:
         # a retry (--retries) asks for 50% more memory and twice the time per attempt
@@ -48,6 +49,7 @@ for _bench, _i, _members in BATCHES:
         name:
             f"train_{_bench}_batch{_i}"
         input:
+            cuda_present,
             stream=f"{RESULTS}/streams/{_bench}.pt",
         output:
             [
@@ -62,7 +64,7 @@ for _bench, _i, _members in BATCHES:
         group:
             batch_group(_bench, _i)
         conda:
-            "../../envs/stabgap.yaml"
+            ENV
         threads: config["compute"]["threads"]
         resources:
             mem_mb=batch_resource(_bench, "mem_mb", _members),
@@ -88,11 +90,9 @@ rule metrics:
     group:
         train_group
     conda:
-        "../../envs/stabgap.yaml"
-    threads: 1
+        ENV
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **RESOURCES["metrics"],
     shell:
         "python -m stabgap metrics --log {input.log} --summary {input.summary} --out {output} > {log} 2>&1"
 

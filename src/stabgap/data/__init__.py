@@ -1,4 +1,4 @@
-"""Raw data -> one canonical tensor file per dataset (SPEC §5).
+"""Raw data -> one canonical tensor file per dataset (docs/protocol.md §5).
 
 One module per idea:
   base.py          the error type, what a builder returns, a source's registry entry (no torch)
@@ -10,9 +10,9 @@ One module per idea:
   cifar.py         CIFAR-10 / CIFAR-100, python version            "cifar10", "cifar100"
   miniimagenet.py  the learn2learn mini-ImageNet cache pickles     "miniimagenet"
 
-DATASETS is the registry (builder name -> base.Source). Importing this package imports no torch:
+DATASETS is the registry (builder name -> base.Source; stabgap.registry). Importing this package imports no torch:
 planning reads the registry (options, image shapes, test sizes); the torch parts load when a job
-builds a file. Adding a source is one module with a `Source` entry, listed below.
+builds a file. Adding a source is one module with a `Source` entry, registered below (or by a plugin: `register(Source(...))`).
 """
 
 from __future__ import annotations
@@ -22,18 +22,19 @@ import json
 
 from . import cifar, miniimagenet, mnist, mnist5k
 from .base import DataError, RawDataset, Source
+from ..registry import Registry
 
-__all__ = ["DATASETS", "DataError", "RawDataset", "Source", "build_canonical", "builder_options",
+__all__ = ["DATASETS", "DataError", "RawDataset", "Source", "build_canonical", "builder_options", "register",
            "get_source", "missing_raw_files"]
 
-DATASETS: dict[str, Source] = {s.name: s for s in (mnist.SOURCE, mnist5k.SOURCE, cifar.CIFAR10, cifar.CIFAR100,
-                                                   miniimagenet.SOURCE)}
+DATASETS: Registry[Source] = Registry("dataset", DataError)
+register = DATASETS.register
+for _source in (mnist.SOURCE, mnist5k.SOURCE, cifar.CIFAR10, cifar.CIFAR100, miniimagenet.SOURCE):
+    register(_source)
 
 
 def get_source(name: str) -> Source:
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    return DATASETS[name]
+    return DATASETS.get(name)
 
 
 def builder_options(name: str) -> list[str]:

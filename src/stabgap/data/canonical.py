@@ -1,4 +1,4 @@
-"""The canonical file format: one torch file per dataset that every experiment reads (SPEC §5).
+"""The canonical file format: one torch file per dataset that every experiment reads (docs/protocol.md §5).
 
     {"format": "stabgap-canonical", "format_version": 1, "name": str,
      "train_x": uint8 N×H×W (grey) or N×H×W×3 (RGB), "train_y": int64 N,

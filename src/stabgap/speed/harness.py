@@ -68,8 +68,8 @@ def best_rates(arch, image: tuple[int, int, int], num_classes: int, device, seco
     batch; "eval", the forward of a batch in eval mode without autograd. Each: (rate, layout, batch)."""
     import torch.nn.functional as F
 
-    from .gain import GainSettings
-    from .models import build_models
+    from ..gain import GainSettings
+    from ..models import build_models
 
     has_conv = any(layer.kind == "conv" for layer in arch.layers(image, num_classes))
     layouts = ["nchw", "channels_last"] if has_conv else ["nchw"]
@@ -121,7 +121,7 @@ class _TimedEvaluator:
 def synthetic_canonical(builder: str):
     """A canonical dataset of random uint8 images in the shape of `builder`'s, 100 images per class
     (test: 20), labels in order; only for timing (marked 'synthetic' in the row)."""
-    from .data.canonical import CanonicalData
+    from ..data.canonical import CanonicalData
 
     shape, classes = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
                       "miniimagenet": ((84, 84, 3), 100)}[builder]
@@ -141,8 +141,8 @@ def synthetic_canonical(builder: str):
 
 def load_data(benchmark: str, config: dict, data_root: str | None):
     """(canonical data, 'real' or 'synthetic') for a benchmark of the config."""
-    from .data import build_canonical
-    from .data.canonical import load_canonical
+    from ..data import build_canonical
+    from ..data.canonical import load_canonical
 
     builder = config["datasets"][config["benchmarks"][benchmark]["dataset"]]["builder"]
     folder = {"mnist": "mnist", "cifar10": "cifar10"}.get(builder)
@@ -161,14 +161,14 @@ def load_data(benchmark: str, config: dict, data_root: str | None):
 def main(argv=None) -> None:
     import dataclasses
 
-    from .archs import get_arch
-    from .benchmarks import BENCHMARKS, get_benchmark
-    from .config import load_config, run_config
-    from .job import run_settings, set_precision
-    from .methods import resolve_method
-    from .schedule import Schedule
-    from .streams import build_stream
-    from .trainer import Trainer, resolve_device
+    from ..archs import get_arch
+    from ..benchmarks import BENCHMARKS, get_benchmark
+    from ..config import load_config, run_config
+    from ..job import run_settings, set_precision
+    from ..methods import resolve_method
+    from ..schedule import Schedule
+    from ..streams import build_stream
+    from ..trainer import Trainer, resolve_device
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", default="split_mnist", choices=list(BENCHMARKS))

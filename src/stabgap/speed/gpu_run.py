@@ -1,13 +1,13 @@
 """One config's main runs through the package's command line, as the workflow's rules run them, for
-a machine without Snakemake (the GPU machine of speed/gpu.sh): data, stream, the runs of each
+a machine without Snakemake (the GPU machine of src/stabgap/speed/gpu.sh): data, stream, the runs of each
 benchmark as one batch (`python -m stabgap train`, repeated --run), their metrics, and the
 reproduction stage (numbers, claims, curves against the paper's).
 
-    python speed/gpu_run.py --config configs/cifar10_jpeg_gpu.yaml --out gpu-out/run
-    python speed/gpu_run.py --config configs/cifar10_jpeg_gpu.yaml --out /tmp/check --check
+    python -m stabgap.speed.gpu_run --config configs/cifar10_jpeg_gpu.yaml --out gpu-out/run
+    python -m stabgap.speed.gpu_run --config configs/cifar10_jpeg_gpu.yaml --out /tmp/check --check
 
---check: a CPU dry rehearsal of the same commands, 4 iterations per context on two contexts, so the
-script is known to work before device time is spent on it.
+--check: a CPU rehearsal of the same commands, 4 iterations of 16 images per context on two contexts,
+50 test images per task, so the script is known to work before device time is spent on it.
 """
 
 import argparse
@@ -53,7 +53,8 @@ def main() -> None:
                 continue
             run = run_config(config, b, variant, seed)
             if a.check:
-                run.update(iters_per_context=4, eval_dense_after_switch=2, eval_every=2, device="cpu", threads=2)
+                run.update(iters_per_context=4, batch_size=16, eval_subset=50, eval_dense_after_switch=2, eval_every=2,
+                           device="cpu", threads=2)
             folder = f"{out}/runs/{b}/{variant}/seed{seed}"
             args += ["--run", json.dumps(run, sort_keys=True), "--out-dir", folder]
             run_dirs.append(folder)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Prepares, on this machine, what speed/gpu.sh needs on the GPU machine, in the ignored folder .gpu/
+# Prepares, on this machine, what src/stabgap/speed/gpu.sh needs on the GPU machine, in the ignored folder .gpu/
 # (name it in the device tool's carry): the CIFAR-10 JPEG archive and its make_cifar10_batches.py,
 # and wheels (Python 3.12) of what that machine lacks: jsonschema and what it needs, mlxtend.
-#   bash speed/gpu_prepare.sh /path/to/shared/data/cifar10-jpeg
+#   bash src/stabgap/speed/gpu_prepare.sh /path/to/shared/data/cifar10-jpeg
 set -euo pipefail
 SRC=${1:?give the folder holding CIFAR-10-images.tar.xz and make_cifar10_batches.py}
 mkdir -p .gpu/whl

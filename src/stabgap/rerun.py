@@ -1,4 +1,6 @@
-"""Reproducibility check: re-run a sample of finished runs and compare their logs with the stored ones.
+"""The re-run check: re-run a sample of finished runs and compare their logs with the stored ones
+(is a run a function of its settings and seed?). Not to be confused with reproduction.py, which
+holds our results against the paper's.
 
 On the same device type at the same thread count a run must reproduce its log byte for byte; across
 device types (a CUDA run checked on a CPU, say) the numbers must agree within a stated tolerance.
@@ -57,7 +59,7 @@ def check_run(run_dir: Path, atol: float) -> dict:
     return result
 
 
-def reproducibility_check(run_dirs, out_stem, sample: int = 2, seed: int = 0, atol: float = 1e-4) -> list[dict]:
+def rerun_check(run_dirs, out_stem, sample: int = 2, seed: int = 0, atol: float = 1e-4) -> list[dict]:
     """Re-run `sample` finished runs (drawn with `seed`; diverged ones are skipped) and write
     `<out_stem>.json` and `<out_stem>.md`. Returns the per-run results."""
     finished = [Path(d) for d in run_dirs

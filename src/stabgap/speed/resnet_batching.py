@@ -1,6 +1,6 @@
 """How to batch R slim ResNet-18 runs: three ways measured, forward + backward of one training step.
 
-    python speed/resnet_batching.py --runs 5 --batch 64 --threads 2 [--device cuda]
+    python -m stabgap.speed.resnet_batching --runs 5 --batch 64 --threads 2 [--device cuda]
 
 1. loop: the R backbones as R modules, one after another (what models.ResNet does);
 2. vmap: torch.func.stack_module_state + functional_call + vmap over the R models (BatchNorm in
@@ -8,7 +8,7 @@
    left untracked, as torch.func's docs suggest, so this times the arithmetic only);
 3. grouped: every convolution of the R models as one grouped convolution (groups = R) on R·C
    channels; its BatchNorm over R·C channels is exactly per model. Timed on the convolutions alone.
-Prints seconds per step for each. A measurement, not a test (speed/NOTES.md).
+Prints seconds per step for each. A measurement, not a test (src/stabgap/speed/NOTES.md).
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """The cost model's prediction for a config on the GPU the harness rows were measured on.
 
-    python speed/gpu_cost.py ROWS.md [--config config.yaml]
+    python -m stabgap.speed.gpu_cost ROWS.md [--config config.yaml]
 
 ROWS.md: speed harness rows (python -m stabgap.speed) of ResNet benchmarks on the GPU, at fp32, at
 tf32 (setting "tf32") and with bf16 evaluation. Per precision, the median training and evaluation
@@ -15,7 +15,7 @@ import statistics
 
 from stabgap.config import experiment_runs, load_config, run_config
 from stabgap.cost import schedule_alternatives
-from stabgap.speed import COLUMNS
+from stabgap.speed.harness import COLUMNS
 
 NOMINAL_TFLOPS = {"fp32": 67.0, "tf32": 495.0, "tf32 + bf16 eval": 495.0}  # H200 dense; bf16: 790 measured
 

