@@ -188,7 +188,7 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
         atomic_write_bytes(out_dir / "log.parquet", buf.getvalue())
         summary = {
             "benchmark": run["benchmark"], "method": run["method"], "seed": run["seed"], "run": run,
-            "config_hash": config_hash(run), "resolved_method": dataclasses_asdict(r.method),
+            "config_hash": config_hash(run), "resolved_method": method_record(r.method),
             "n_contexts": trainer.schedule.n_contexts, "iterations": r.iteration, "diverged": r.diverged(),
             "diverged_at": r.diverged_at, "total_iterations": trainer.total_iters,
             "log_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
@@ -204,7 +204,9 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
     return summaries
 
 
-def dataclasses_asdict(obj) -> dict:
+def method_record(method) -> dict:
+    """The resolved method as a summary records it: its settings and names, not the caption note
+    a table prints beside it (documentation, not a setting of the run)."""
     import dataclasses
 
-    return dataclasses.asdict(obj)
+    return {k: v for k, v in dataclasses.asdict(method).items() if k != "note"}
