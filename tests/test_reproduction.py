@@ -148,6 +148,16 @@ def test_gain_slopes_positive_or_flat():
     assert C.evaluate_claims([flat], gains([0.2, 0.21, 0.19, 0.2, 0.22]), PROTOCOLS)[0].verdict.iloc[0] == "does not hold"
 
 
+def test_a_rising_gain_can_hold_with_4_seeds_where_wilcoxon_cannot_reach_alpha():
+    slopes = np.array([0.15, 0.12, 0.14, 0.16])
+    four = C.test_slope(slopes, "positive", 0.0, 0.05, 200, 0)
+    assert four["p_mwu"] == 1 / 16 and four["verdict"] == "holds" and "cannot reach" in four["tests"]
+    five = C.test_slope(np.append(slopes, 0.13), "positive", 0.0, 0.05, 200, 0)
+    assert five["verdict"] == "holds" and five["tests"] == "t-test, Wilcoxon"
+    spread = C.test_slope(np.array([0.3, -0.2, 0.25, -0.1]), "positive", 0.0, 0.05, 200, 0)
+    assert spread["verdict"] == "inconclusive"  # the t-test still decides: a spread mean is not a rise
+
+
 def test_a_claim_over_several_benchmarks_is_summarised_and_other_data_is_not_comparable():
     c = claim(benchmarks=["split_mnist", "split_cifar10"], versus=["msgd"])
     groups = {("split_mnist", "ngm"): group([0.02, 0.021, 0.019, 0.022, 0.018]),

@@ -81,7 +81,8 @@ def test_noninferiority(a, b, better: str, margin: float, alpha: float, n_boot: 
 
 
 def test_slope(s, kind: str, margin: float, alpha: float, n_boot: int, seed: int) -> dict:
-    """Per-seed slopes `s`: "positive" (t-test and Wilcoxon signed-rank against 0) or "flat"
+    """Per-seed slopes `s`: "positive" (t-test and Wilcoxon signed-rank against 0; the t-test alone
+    where Wilcoxon cannot reach `alpha`) or "flat"
     (not above `margin`: a one-sided t-test against it)."""
     from scipy import stats
 
@@ -93,8 +94,14 @@ def test_slope(s, kind: str, margin: float, alpha: float, n_boot: int, seed: int
         p = stats.ttest_1samp(s, 0.0, alternative="greater").pvalue
         w = stats.wilcoxon(s, alternative="greater").pvalue if np.any(s != 0) else 1.0
         p_neg = stats.ttest_1samp(s, 0.0, alternative="less").pvalue
-        verdict = "holds" if p < alpha and w < alpha else "does not hold" if p_neg < alpha else "inconclusive"
-        return {**out, "verdict": verdict, "p_welch": float(p), "p_mwu": float(w), "tests": "t-test, Wilcoxon"}
+        # Wilcoxon's smallest one-sided p is 2^-n: with 4 seeds (1/16) it can never reach α = 0.05,
+        # so below 5 seeds the t-test decides alone (its false "holds" at 4 seeds, simulated: 5.1 %
+        # normal, 4.1 % t(3), 1.1 % skewed; docs/protocol.md §6)
+        wilcoxon_can = 0.5 ** len(s) < alpha
+        holds = p < alpha and (w < alpha or not wilcoxon_can)
+        verdict = "holds" if holds else "does not hold" if p_neg < alpha else "inconclusive"
+        tests = "t-test, Wilcoxon" if wilcoxon_can else f"t-test (Wilcoxon cannot reach {alpha} with {len(s)} seeds)"
+        return {**out, "verdict": verdict, "p_welch": float(p), "p_mwu": float(w), "tests": tests}
     p_ok = stats.ttest_1samp(s, margin, alternative="less").pvalue
     p_bad = stats.ttest_1samp(s, margin, alternative="greater").pvalue
     verdict = "holds" if p_ok < alpha else "does not hold" if p_bad < alpha else "inconclusive"
@@ -181,5 +188,5 @@ def claims_display(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 
 CLAIMS_CAPTION = ("The paper's claims tested on our per-seed values: one-sided Welch and Mann-Whitney U tests "
                   "for superiority, a one-sided Welch test against the margin for non-inferiority, t and Wilcoxon "
-                  "tests of per-seed gain slopes; bootstrap 95 percent intervals of the difference. On our runs: "
+                  "tests of per-seed gain slopes (the t-test alone below 5 seeds); bootstrap 95 percent intervals of the difference. On our runs: "
                   "the verdict; comparable: whether those runs are the paper's protocol.")
