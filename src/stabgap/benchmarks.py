@@ -1,5 +1,10 @@
 """Benchmark registry (docs/protocol.md §5): what a task stream is, declared without torch.
 
+"Benchmark" is the paper's word (Split MNIST, Split CIFAR-10, ...): a continual-learning task
+stream. Snakemake's job timings (its `benchmark:` directive) are called jobtimes in this project
+(`<results>/jobtimes/`), so the word keeps the paper's meaning; `from stabgap.benchmarks import
+Benchmark, register` is the documented plugin API, kept as it is.
+
 A benchmark entry holds its facts: title, kind, network, classes, normalisation, augmentation,
 whether its runs can be batched, how its contexts are cut from a canonical dataset (`contexts`,
 numpy only) and how many test images each task has (`test_sizes`, from the config alone: the cost
