@@ -306,6 +306,19 @@ def test_a_batch_that_cannot_fit_its_jobs_memory_is_refused_when_planning(tmp_pa
     assert not (tmp_path / "results").exists()
 
 
+def test_the_memory_check_is_the_hosts_for_cpu_jobs_only():
+    """A ResNet job that asks for a GPU holds its batches in the GPU's memory, not in its mem_mb."""
+    from stabgap.config import ConfigError, check_memory, load_config
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = load_config(os.path.join(repo, "config.yaml"))
+    config["compute"]["batch_runs"] = 5  # mini-ImageNet: 5 runs of 256 images, far above 12,000 MB on a host
+    check_memory(config)  # device auto: the ResNet jobs ask for a GPU
+    config["compute"]["device"] = "cpu"
+    with pytest.raises(ConfigError, match=r"benchmarks\.split_miniimagenet\.batch_size: 256 images need about"):
+        check_memory(config)
+
+
 def test_results_that_is_a_file_ends_in_a_message_naming_the_key(tmp_path):
     (tmp_path / "README.md").write_text("a file\n")
     code, text = _demo_plan(tmp_path, lambda c: c.update(results="README.md"), "-n")

@@ -192,13 +192,18 @@ def check_config(config: dict) -> None:
 
 def check_memory(config: dict) -> None:
     """A batch that cannot fit its training job's memory is refused before any job, with the number
-    it would need (cost.job_memory_mb: activations of the batch, all runs of a batch job)."""
+    it would need (cost.job_memory_mb: activations of the batch, all runs of a batch job). Only for
+    jobs on the CPU: a job that asks for a GPU holds its batches in the GPU's memory, which the
+    config does not state (its `mem_mb` is the host's)."""
+    from .archs import ARCHS
     from .benchmarks import BENCHMARKS
     from .cost import dataset_facts, job_memory_mb
 
     for name, bench in config["benchmarks"].items():
         if name not in BENCHMARKS or bench["dataset"] not in config["datasets"]:
             continue  # reported with their own messages
+        if ARCHS.get(BENCHMARKS[name].net).wants_gpu and config["compute"]["device"] != "cpu":
+            continue  # on a GPU (planning.uses_gpu)
         method = next(iter(config["methods"]))
         run = run_config(config, name, method, config["seeds"][0])
         image, _ = dataset_facts(config["datasets"][bench["dataset"]])

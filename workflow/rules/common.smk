@@ -51,8 +51,10 @@ DATASETS = sorted({b["dataset"] for b in config["benchmarks"].values()})
 GROUPS = experiment_runs(config)
 VARIANTS = sorted({v for runs in GROUPS.values() for _, v, _ in runs})
 TABLE_FILES = planning.TABLE_FILES
-TABLE_GROUPS = planning.table_groups(GROUPS)  # (group, folder, report category) with Tables 1 and 2
-CURVE_FIGURES = planning.curve_figures(config, GROUPS)  # (figure, group, benchmarks, title, caption)
+# (group, folder, report category) of each group with Tables 1 and 2
+TABLE_GROUPS = planning.table_groups(GROUPS)
+# (figure, group, benchmarks, title, caption) of each curve figure
+CURVE_FIGURES = planning.curve_figures(config, GROUPS)
 
 
 def table_layout_flag(group):
@@ -61,6 +63,7 @@ def table_layout_flag(group):
     if group != "main":
         return ""
     return " --v1-layout" if config["tables"]["v1_layout"] else " "
+
 
 # Rules call the package from this checkout, also inside conda environments (--sdm conda), find
 # the raw data under the resolved data_root, and import the config's plugins.
@@ -122,7 +125,11 @@ def cuda_present(wildcards):
             raise WorkflowError(problem + " (nothing was run)")
         if not _CUDA_NOTED:
             _CUDA_NOTED.append(True)
-            where = "the cluster's nodes must have one" if remote else "a run on this machine would stop here"
+            where = (
+                "the cluster's nodes must have one"
+                if remote
+                else "a run on this machine would stop here"
+            )
             print(f"warning: {problem}; {where}", file=sys.stderr)
     return []
 

@@ -31,7 +31,9 @@ for _fig, _group, _benchmarks, _title, _caption in CURVE_FIGURES:
         name:
             f"figure_{_fig}"
         input:
-            files_of(group_runs(_group, _benchmarks), names=("summary.json", "log.parquet")),
+            files_of(
+                group_runs(_group, _benchmarks), names=("summary.json", "log.parquet")
+            ),
         output:
             pdf=f"{RESULTS}/figures/{_fig}.pdf",
             png=report(
