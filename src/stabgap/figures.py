@@ -434,7 +434,8 @@ def plot_curves_vs_paper(groups: dict, paper: pd.DataFrame, verdicts: pd.DataFra
                 theirs = theirs_all[theirs_all.metric == metric]
                 ax.fill_between(theirs.iteration, theirs["mean"] - theirs["std"], theirs["mean"] + theirs["std"],
                                 color="0.8", linewidth=0, label="paper, mean ± std")
-                ax.plot(theirs.iteration, theirs["mean"], color="0.45", linewidth=0.7)
+                # dashed, so that no method's colour (SGD's is a grey) is mistaken for the paper's mean
+                ax.plot(theirs.iteration, theirs["mean"], color="0.35", linewidth=0.6, linestyle="--")
                 ours = our_curve(group, metric)
                 ax.fill_between(ours.iteration, ours["mean"] - ours["std"], ours["mean"] + ours["std"],
                                 color=colour(method), alpha=0.3, linewidth=0)
@@ -442,6 +443,10 @@ def plot_curves_vs_paper(groups: dict, paper: pd.DataFrame, verdicts: pd.DataFra
                         label=f"ours ({group.n} seed{'s' if group.n > 1 else ''})")
                 _context_marks(ax, I, n_contexts, label=False)
                 ax.set_xlim(1, min(theirs.iteration.max(), ours.iteration.max() + I // 10) if len(ours) else None)
+                if metric == "task1_loss" and len(ours):  # a first-iterations spike (Adam's loss reaches
+                    # thousands) must not flatten the rest: the axis ends above the 99th percentile of both means
+                    top = np.nanquantile(np.concatenate([theirs["mean"].to_numpy(), ours["mean"].to_numpy()]), 0.99)
+                    ax.set_ylim(0, 1.15 * top)
                 verdict = verdicts[(verdicts.benchmark == benchmark) & (verdicts.method == method)
                                    & (verdicts.metric == metric)] if not verdicts.empty else verdicts
                 title = variant_label(method) if r == 0 else ""
