@@ -146,13 +146,17 @@ def job_memory_mb(run: dict, image: tuple[int, int, int], n_runs: int = 1) -> di
     return {"train": train, "evaluation": evaluation}
 
 
+def job_seconds(config: dict, run: dict, n_runs: int = 1) -> float:
+    """A training job's predicted seconds (n_runs runs of one batch, one after another) on
+    `cost.runtime_machine`."""
+    machine = machines(config)[config["cost"]["runtime_machine"]]
+    return predict_seconds(benchmark_run_work(config, run), machine) * n_runs
+
+
 def runtime_minutes(config: dict, run: dict, n_runs: int = 1) -> int:
-    """The `runtime` resource of a training job (n_runs runs of one batch): the cost model's
-    prediction on `cost.runtime_machine`, times `cost.safety_factor`, in whole minutes."""
-    cost = config["cost"]
-    machine = machines(config)[cost["runtime_machine"]]
-    seconds = predict_seconds(benchmark_run_work(config, run), machine) * n_runs
-    return max(1, math.ceil(seconds * float(cost["safety_factor"]) / 60.0))
+    """The `runtime` resource of a training job: `job_seconds` times `cost.safety_factor`, in whole minutes."""
+    seconds = job_seconds(config, run, n_runs)
+    return max(1, math.ceil(seconds * float(config["cost"]["safety_factor"]) / 60.0))
 
 
 # ---------------------------------------------------------------- a whole config

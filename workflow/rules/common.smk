@@ -19,7 +19,7 @@ from stabgap.config import (
     validate_schema,
 )
 from snakemake.io import report as report_item
-from stabgap.cost import runtime_minutes, write_cost
+from stabgap.cost import job_seconds, runtime_minutes, write_cost
 
 try:
     validate_schema(config)
@@ -174,6 +174,24 @@ BATCHES = planning.train_batches(config, GROUPS)
 # benchmarks whose runs the batches train; the others keep one training job per run
 BATCHED_BENCHMARKS = sorted({b for b, _, _ in BATCHES})
 UNBATCHED_BENCHMARKS = [b for b in BENCHMARKS if b not in BATCHED_BENCHMARKS]
+
+
+def train_priority(bench, variant, seed, n_runs=1):
+    """Longest first: a training job's priority is its predicted seconds (stabgap.cost), so that
+    on a few cores the long jobs start early and the short ones fill in around them (unordered,
+    the demo's longest batches started last and the last one ran alone)."""
+    return int(job_seconds(config, run_config(config, bench, variant, seed), n_runs))
+
+
+# data and streams before any training job: every training job waits on them, they take seconds
+UPSTREAM_PRIORITY = 1 + max(
+    [train_priority(b, *members[0], len(members)) for b, _, members in BATCHES]
+    + [
+        train_priority(b, v, s)
+        for b, v, s in {r for runs in GROUPS.values() for r in runs}
+        if b in UNBATCHED_BENCHMARKS
+    ]
+)
 
 
 def batch_args(bench, members):

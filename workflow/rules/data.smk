@@ -11,6 +11,7 @@ rule data:
         manifest=f"{RESULTS}/data/{{dataset}}.pt.manifest.json",
     log:
         f"{RESULTS}/logs/data/{{dataset}}.log",
+    priority: UPSTREAM_PRIORITY
     conda:
         ENV
     resources:

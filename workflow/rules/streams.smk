@@ -9,6 +9,7 @@ rule stream:
         spec=f"{RESULTS}/streams/{{benchmark}}.pt.json",
     log:
         f"{RESULTS}/logs/streams/{{benchmark}}.log",
+    priority: UPSTREAM_PRIORITY
     conda:
         ENV
     resources:

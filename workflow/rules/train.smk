@@ -16,6 +16,7 @@ rule train:
     # benchmarks under multi-run batching are trained by the batch rules below
     wildcard_constraints:
         benchmark="|".join(UNBATCHED_BENCHMARKS) or "(?!)",
+    priority: lambda w: train_priority(w.benchmark, w.variant, int(w.seed))
     # MLP runs share one group, so a cluster profile can pack many into one scheduler job
     # (--group-components mlp_runs=N; planning.job_group); every GPU run is a group of its own.
     group:
@@ -61,6 +62,7 @@ for _bench, _i, _members in BATCHES:
             f"{RESULTS}/logs/train/{_bench}/batch{_i}.log",
         benchmark:
             f"{RESULTS}/jobtimes/train/{_bench}/batch{_i}.tsv"
+        priority: train_priority(_bench, *_members[0], len(_members))
         group:
             batch_group(_bench, _i)
         conda:
