@@ -73,6 +73,16 @@ def planned(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
 
 
+def priorities(output: str) -> dict[str, list[int]]:
+    """Each rule's job priorities in a dry run's job listing (Snakemake prints those above 0)."""
+    found: dict[str, list[int]] = {}
+    for block in re.split(r"^(?=\s*(?:local)?rule \w+:)", output, flags=re.M):
+        head, prio = re.match(r"\s*(?:local)?rule (\w+):", block), re.search(r"^\s+priority: (\d+)", block, re.M)
+        if head and prio:
+            found.setdefault(head[1], []).append(int(prio[1]))
+    return found
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny")
@@ -218,6 +228,16 @@ def test_full_config_with_multi_run_batching_batches_every_benchmark(tmp_path):
     assert len(batches) == (8 + 8 + 4) + (8 + 16 + 4 + 4 + 4) and set(batches.values()) == {1}
     assert "train" not in jobs and jobs["metrics"] == 280
     assert len([k for k in batches if k.startswith("train_split_cifar10_")]) == 24
+    # longest first: a batch's priority is its predicted seconds (a ResNet batch outranks every MLP
+    # batch, Rotated MNIST's 3 contexts x 1000 iterations outrank Split MNIST's 5 x 200); data and
+    # streams before all of them
+    prio = priorities(out.stdout)
+    train = {rule: p[0] for rule, p in prio.items() if rule.startswith("train_")}
+    assert set(train) == set(batches)
+    mlp = [p for r, p in train.items() if "mnist_" in r]
+    resnet = [p for r, p in train.items() if "mnist_" not in r]
+    assert min(resnet) > max(mlp) and train["train_rotated_mnist_batch0"] > train["train_split_mnist_batch0"]
+    assert min(prio["data"] + prio["stream"]) > max(train.values())
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

@@ -24,16 +24,20 @@ from .trainer import RunSettings, Trainer, resolve_device, train
 
 
 def provenance() -> dict:
-    """Library versions and the code version: the git commit and dirty flag of the checkout the
-    package runs from, or git_commit "not a checkout" when it is installed elsewhere."""
+    """Library versions, the CPU's kernel level, and the code version: the git commit and dirty
+    flag of the checkout the package runs from, or git_commit "not a checkout" when it is
+    installed elsewhere."""
     import platform
     import subprocess
 
     import numpy
     import pandas
 
+    # the CPU's vector instructions choose torch's kernels: bitwise-equal results need the same
+    # kind of CPU as well as the same thread count (an AVX2-only machine's demo differs from an AVX-512 one's)
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "pandas": pandas.__version__, "platform": platform.platform()}
+            "pandas": pandas.__version__, "platform": platform.platform(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     from . import __version__
 
     info["stabgap"] = __version__
