@@ -96,6 +96,33 @@ def test_rows_without_runs_or_without_a_paper_value():
     assert set(comp[comp.method == "ngm"].verdict) == {"not in the paper", "not in ours"}
 
 
+def test_the_v1_bootstrap_computes_each_draw_of_seeds_once_and_gives_the_same_se(monkeypatch):
+    from stabgap import metrics as M
+
+    rng = np.random.default_rng(5)
+    iters = np.arange(1, 41)
+    contexts = (iters - 1) // 20 + 1
+
+    def curves():
+        acc = np.column_stack([90 - 30 * (contexts == 2) * np.exp(-(iters - 21) / 5.0) + rng.normal(0, 2, 40)])
+        return M.Curves(iters=iters, contexts=contexts, acc=acc, loss=acc / 100, sizes=np.array([100]))
+
+    g = group([0.1, 0.2, 0.3])
+    g.cache["curves"] = [curves() for _ in range(3)]
+    calls = []
+    real = M.task1_metrics_v1
+    monkeypatch.setattr(M, "task1_metrics_v1", lambda cl: calls.append(1) or real(cl))
+    se = [R.bootstrap_se(g, "task1_v1", m, 300, 0) for m in ("avg_acc", "sg_1", "avg_min_acc")]
+    assert len(calls) <= 3 ** 3  # every ordered draw of 3 seeds at most once, shared by the metrics
+    uncached = []
+    for m in ("avg_acc", "sg_1", "avg_min_acc"):
+        draws = np.random.default_rng(0).integers(0, 3, (300, 3))
+        vals = np.array([real([g.cache["curves"][i] for i in d])[m if m != "sg_1" else "sg"] for d in draws], dtype=object)
+        vals = np.array([v[0][0] if m == "sg_1" else v[0] for v in vals], dtype=float)
+        uncached.append(float(vals[np.isfinite(vals)].std(ddof=1)))
+    assert se == uncached and all(s > 0 for s in se)
+
+
 # ---------------------------------------------------------------- claims
 
 def claim(kind="superiority", **extra):

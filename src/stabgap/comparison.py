@@ -203,8 +203,13 @@ def statistic(group: Group, family: str, metric: str, seeds=None) -> float:
     """The family's statistic over our seeds (`seeds`: indices into group.runs, for the bootstrap)."""
     idx = list(range(group.n)) if seeds is None else list(seeds)
     if family == "task1_v1":
-        curves = group.curves()
-        v1 = M.task1_metrics_v1([curves[i] for i in idx])
+        # one seed-mean curve's metrics serve every metric of the family and every bootstrap draw
+        # of the same seeds in the same order (a few dozen distinct draws of 1,000 with 3 seeds)
+        key = ("task1_v1", tuple(int(i) for i in idx))
+        if key not in group.cache:
+            curves = group.curves()
+            group.cache[key] = M.task1_metrics_v1([curves[i] for i in idx])
+        v1 = group.cache[key]
         if metric.startswith("sg_"):
             k = int(metric.split("_")[1])
             value = v1["sg"][k - 1][0] if len(v1["sg"]) >= k else None
