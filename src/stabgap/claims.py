@@ -6,8 +6,9 @@ protocol (comparison.comparability). A summary per claim counts the verdicts ("h
 
 The tests: superiority, a one-sided Welch t-test *and* a one-sided Mann-Whitney U test, both
 significant, for *holds* (the Welch test alone where Mann-Whitney cannot reach α: 3 seeds a
-side); a bootstrap 95 % interval of the difference wholly on the wrong side for *does not hold*; else *inconclusive*. Non-inferiority: one side of TOST (Welch, shifted by the
-margin). Gain slopes: per-seed least-squares slopes against 0 (t-test and Wilcoxon) or a margin.
+side); a bootstrap 95 % interval of the difference wholly on the wrong side for *does not hold*;
+else *inconclusive*. Non-inferiority: one side of TOST (Welch, shifted by the margin). Gain
+slopes: per-seed least-squares slopes against 0 (t-test and Wilcoxon) or a margin.
 """
 
 from __future__ import annotations
