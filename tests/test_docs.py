@@ -3,8 +3,8 @@
 The fenced `bash` blocks are extracted and each command is run in a copy of the checkout whose
 configs/demo.yaml is the demo shrunk to a few iterations (same keys, same lines): the full
 reproduction and the SLURM commands as dry runs, commands that need data the user stages as dry runs
-(or, for the speed harness on MNIST, only where the full MNIST is staged; its what-ifs without the
-best-rate search, which the plain command before them runs), the rest for real. A
+(or, for the speed harness on MNIST, only where the full MNIST is staged), the rest for real; the
+speed harness's what-ifs skip its best-rate search, which the plain command before them runs. A
 command no rule below covers fails the test: a new command in the docs must be classified here.
 """
 
@@ -95,7 +95,7 @@ def prepared(command: str) -> tuple[str, str]:
     if command.startswith("python -m stabgap.speed") and "split_mnist" in command and not STAGED:
         return "skip", "the speed harness on MNIST needs the full MNIST staged under $STABGAP_DATA_ROOT"
     if command.startswith("python -m stabgap.speed") and any(f"--{w}" in command for w in WHAT_IF):
-        # a what-if's best-rate search is the same as the plain command's (run before it): 2.5 minutes saved
+        # a what-if's best-rate search is the same as the plain command's (run before it): about 2.5 minutes on an AVX2 CPU
         return "real", command + " --no-reference"
     if command.startswith("python -m stabgap.speed"):
         return "real", command  # CIFAR without staged data: synthetic images of the right shape

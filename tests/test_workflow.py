@@ -325,10 +325,10 @@ def test_a_second_invocation_on_the_same_results_stops_at_once_with_what_to_do(t
         incomplete = "Incomplete files" in text and "--rerun-incomplete" in text
         assert locked or incomplete, text
         third = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", "--rerun-incomplete", check=False)
+        assert first.poll() is None, "the first invocation ended before the others were tried"
         text = third.stdout + third.stderr
         assert third.returncode != 0 and time.monotonic() - start < 120
         assert "Directory cannot be locked" in text and "--unlock" in text, text
-        assert first.poll() is None, "the first invocation ended before the others were tried"
     finally:
         os.killpg(first.pid, signal.SIGTERM)
         first.wait(timeout=120)
