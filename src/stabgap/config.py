@@ -302,14 +302,21 @@ def experiment_runs(config: dict) -> dict[str, list[tuple[str, str, int]]]:
 
 
 def run_config(config: dict, benchmark: str, variant: str, seed: int) -> dict:
-    """Everything that determines one run's results, and nothing else (a change reruns the job)."""
+    """Everything that determines one run's results, and nothing else (a change reruns the job).
+    The method's settings are resolved: its registry entry's defaults under the config's values and
+    the variant's overrides, every setting named (methods.SETTING_FIELDS), so that a changed default
+    changes the run's settings and hash as a changed config value does. (The stream's parameters,
+    resolved likewise, are the stream rule's: a changed stream reruns its runs through their input.)"""
     from .archs import get_arch
     from .benchmarks import get_benchmark
+    from .methods import resolve_method
 
     method, overrides = parse_variant(variant)
     bench = config["benchmarks"][benchmark]
     ev = config["evaluation"]
-    settings = method_settings(config, method)
+    given = method_settings(config, method)
+    given.update({k: v for k, v in overrides.items() if k not in RUN_OVERRIDES})
+    settings = resolve_method(method, given).settings()
     run = {
         "benchmark": benchmark,
         "method": method,
@@ -334,9 +341,16 @@ def run_config(config: dict, benchmark: str, variant: str, seed: int) -> dict:
     for key, value in overrides.items():
         if key in RUN_OVERRIDES:
             run[key] = value
-        else:
-            settings[key] = value
     return run
+
+
+def stream_config(config: dict, benchmark: str) -> dict:
+    """A benchmark's stream parameters as its stream is built from them: the registry entry's defaults
+    under the config's values (the stream rule's params, so that a changed default rebuilds the stream
+    and reruns its runs)."""
+    from .benchmarks import get_benchmark
+
+    return get_benchmark(benchmark).stream_params(config["benchmarks"][benchmark].get("stream"))
 
 
 BATCH_FREE = ("method", "variant", "seed", "method_settings")  # what may differ between runs of one batch

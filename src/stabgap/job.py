@@ -158,7 +158,10 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
     settings = run_settings(first)
     methods = [resolve_method(r["method"], r["method_settings"]) for r in runs]
     trainer = Trainer(stream, methods, [r["seed"] for r in runs], settings, device)
-    run_hash = config_hash(first) if len(runs) == 1 else config_hash(runs)
+    # a checkpoint resumes only into these settings on this very stream (a rebuilt stream reruns its
+    # runs through their input; its checkpoint must not be resumed into them)
+    stream_sha256 = sha256_file(stream_path)
+    run_hash = config_hash({"runs": runs, "stream_sha256": stream_sha256})
     before, resumed_from = 0.0, None
     if checkpoint_path:  # a job killed while writing its checkpoint leaves the temp file behind
         remove_stale_temps(checkpoint_path)
@@ -181,7 +184,7 @@ def train_runs(runs: list[dict], stream_path, out_dirs: list, progress=sys.stder
     common = {"resumed_from": resumed_from, "device": str(device), "threads": torch.get_num_threads(),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "numerics": {**numerics, "eval_bf16": settings.eval_bf16},
-              "stream": str(stream_path), "stream_sha256": sha256_file(stream_path), "started": started.isoformat(),
+              "stream": str(stream_path), "stream_sha256": stream_sha256, "started": started.isoformat(),
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(), **code}
     summaries = []
     for run, r, out_dir in zip(runs, trainer.runs, out_dirs):

@@ -43,6 +43,11 @@ class Method:
     colour: str = "black"  # its colour in every figure (a matplotlib colour)
     note: str = ""  # what a reader of a table with this method must know (added to the table's caption)
 
+    def settings(self) -> dict:
+        """Every value that shapes a run's result (all fields but its names and how it is shown): what
+        a run's settings and hash hold, so that changing a registry default reruns its runs."""
+        return {f: getattr(self, f) for f in SETTING_FIELDS}
+
     @property
     def display(self) -> str:
         return self.label or self.name
@@ -65,6 +70,10 @@ class Method:
     def eta_or(self, benchmark_eta: float) -> float:
         return benchmark_eta if self.eta is None else self.eta
 
+
+# the fields that are not settings: the entry's name and how tables and figures show it
+SHOWN_FIELDS = ("name", "description", "label", "colour", "note")
+SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(Method) if f.name not in SHOWN_FIELDS)
 
 METHODS: Registry[Method] = Registry("method")
 register = METHODS.register
@@ -112,11 +121,10 @@ def resolve_method(name: str, overrides: dict | None = None) -> Method:
     """The registered method `name` with the config's settings applied on top of its defaults."""
     method = get_method(name)
     overrides = dict(overrides or {})
-    fields = {f.name for f in dataclasses.fields(Method)} - {"name", "description", "label", "colour", "note"}
-    unknown = sorted(set(overrides) - fields)
+    unknown = sorted(set(overrides) - set(SETTING_FIELDS))
     if unknown:
         raise ValueError(f"method {name!r}: unknown setting(s) {', '.join(unknown)}; "
-                         f"allowed: {', '.join(sorted(fields))}")
+                         f"allowed: {', '.join(sorted(SETTING_FIELDS))}")
     method = dataclasses.replace(method, **overrides)
     if method.optimizer not in ("sgd", "adam"):
         raise ValueError(f"method {name!r}: optimizer must be 'sgd' or 'adam', got {method.optimizer!r}")

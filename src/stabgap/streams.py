@@ -168,8 +168,8 @@ def build_stream(benchmark: str, data: CanonicalData, params: dict | None = None
     bench = get_benchmark(benchmark)
     train_x, train_y = data.train_x.numpy(), data.train_y.numpy()
     test_x, test_y = data.test_x.numpy(), data.test_y.numpy()
-    params = dict(params or {})  # as the config gives them (the stream's JSON records these)
-    call = bench.stream_params(params)  # on top of the benchmark's defaults
+    params = bench.stream_params(params)  # on top of the benchmark's defaults (the stream's JSON records these)
+    call = dict(params)
     if "data" in inspect.signature(bench.contexts).parameters:
         call["data"] = data
     try:

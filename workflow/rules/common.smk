@@ -16,6 +16,7 @@ from stabgap.config import (
     experiment_runs,
     missing_raw_data,
     run_config,
+    stream_config,
     validate_schema,
 )
 from snakemake.io import report as report_item
@@ -135,9 +136,7 @@ def cuda_present(wildcards):
 
 
 def stream_params(wildcards):
-    return json.dumps(
-        config["benchmarks"][wildcards.benchmark]["stream"], sort_keys=True
-    )
+    return json.dumps(stream_config(config, wildcards.benchmark), sort_keys=True)
 
 
 def dataset_options(wildcards):
