@@ -167,3 +167,45 @@ def test_cost_machines_name_registered_networks_only():
     cfg = config(1, cost={"machines": {"gpu": {"rate_gflops": {"resnet18": 100.0}}}})
     with pytest.raises(ConfigError, match=r"cost.machines.gpu.rate_gflops.resnet18: unknown network; known: mlp"):
         check_config(cfg)
+
+
+def test_a_runs_settings_hold_its_method_resolved_and_its_hash_follows_a_registry_default():
+    """run_config names every setting of the method: the config's values over the registry entry's
+    defaults. A changed default changes the run's settings and hash; a config that names every value
+    gets exactly the settings it names (so naming them all makes a default change rerun nothing)."""
+    import dataclasses
+
+    from stabgap.config import config_hash
+    from stabgap.methods import METHODS, SETTING_FIELDS
+
+    cfg = config(1)
+    run = run_config(cfg, "split_mnist", "ngm", 1)
+    assert set(run["method_settings"]) == set(SETTING_FIELDS)
+    assert run["method_settings"]["gain"] == "entropy" and run["method_settings"]["gamma"] == 0.9  # registry
+    assert run["method_settings"]["lr"] == 0.01  # the config's
+    entry = METHODS["ngm"]
+    try:
+        METHODS["ngm"] = dataclasses.replace(entry, gamma=0.8)
+        changed = run_config(cfg, "split_mnist", "ngm", 1)
+        assert changed["method_settings"]["gamma"] == 0.8 and config_hash(changed) != config_hash(run)
+        assert run_config(cfg, "split_mnist", "sgd", 1) == run_config(config(1), "split_mnist", "sgd", 1)
+        cfg["methods"]["ngm"] = dict(run["method_settings"])  # every value named: the default no longer counts
+        assert run_config(cfg, "split_mnist", "ngm", 1) == run
+    finally:
+        METHODS["ngm"] = entry
+
+
+def test_a_variants_overrides_are_resolved_with_the_methods_settings():
+    cfg = config(1)
+    run = run_config(cfg, "split_cifar10", 'ngm@lr=0.1,test_augment=false', 1)
+    assert run["method_settings"]["lr"] == 0.1 and run["test_augment"] is False
+    assert "test_augment" not in run["method_settings"] and run["method_settings"]["gain"] == "entropy"
+
+
+def test_the_stream_rule_gets_the_benchmarks_defaults_under_the_configs_values():
+    from stabgap.config import stream_config
+
+    cfg = config(1)
+    assert stream_config(cfg, "split_mnist") == {"classes": [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]}
+    cfg["benchmarks"]["split_mnist"]["stream"] = {"classes": [[0, 1]]}
+    assert stream_config(cfg, "split_mnist") == {"classes": [[0, 1]]}

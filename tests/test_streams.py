@@ -79,3 +79,104 @@ def test_split_miniimagenet_blocks(n_contexts, per_context):
     assert s.train_x.shape[1:] == (84, 84, 3)
     with pytest.raises(ValueError, match="exceed"):
         build_stream("split_miniimagenet", canonical(100, 1, 1, size=84), {"n_contexts": 11})
+
+
+# ---------------------------------------------------------------- a benchmark's own shift of the images
+
+def grey(n_classes=10, per_class=3):
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(n_classes).repeat_interleave(per_class)
+    x = torch.randint(0, 256, (len(y), 28, 28), generator=g, dtype=torch.uint8)
+    return CanonicalData("grey", x, y, x.clone(), y.clone(), {"name": "grey"})
+
+
+def inverted(**fields):
+    from stabgap.benchmarks import MNIST_MEAN, MNIST_STD, Benchmark, domains
+
+    entry = dict(name="test_inverted", kind="domain-incremental", net="mlp", num_classes=10, mean=MNIST_MEAN,
+                 std=MNIST_STD, contexts=lambda labels: domains(labels, "invert", [False, True]))
+    return Benchmark(**{**entry, **fields})
+
+
+@pytest.fixture
+def registered():
+    """Register benchmark entries for one test, and remove them after it."""
+    from stabgap.benchmarks import BENCHMARKS
+
+    names = []
+
+    def add(entry):
+        BENCHMARKS[entry.name] = entry
+        names.append(entry.name)
+        return entry
+
+    yield add
+    for name in names:
+        del BENCHMARKS[name]
+
+
+def test_a_benchmarks_transform_shifts_each_tasks_images_by_its_parameters(registered):
+    registered(inverted(transform=lambda images, task: 255 - images if task["invert"] else images,
+                        task_keys=("invert",)))
+    data = grey()
+    s = build_stream("test_inverted", data)
+    first, second = s.train_x[: s.train_offsets[1]], s.train_x[s.train_offsets[1]:]
+    assert torch.equal(first, data.train_x) and torch.equal(second, 255 - data.train_x)
+    assert torch.equal(s.test_x[s.test_offsets[1]:], 255 - data.test_x)
+    assert [t["invert"] for t in s.spec["tasks"]] == [False, True]  # described in the stream's JSON
+
+
+def test_a_task_key_that_nothing_reads_is_refused_with_its_name(registered):
+    """The silent failure of an inverted-MNIST plugin without a transform: refused when the stream is
+    built, and already when the config is checked (the contexts are cut from labels in the dataset's
+    layout at plan time)."""
+    from stabgap.config import ConfigError, check_config, validate_schema
+
+    registered(inverted())
+    with pytest.raises(ValueError, match=r"task 1 carries key\(s\) 'invert' that nothing reads.*transform="):
+        build_stream("test_inverted", grey())
+    cfg = {"results": "results", "datasets": {"mnist5k": {"builder": "mnist5k"}},
+           "benchmarks": {"test_inverted": {"dataset": "mnist5k", "iters_per_context": 2, "batch_size": 4,
+                                            "eta": 0.1}},
+           "methods": {"sgd": {}}, "seeds": [1]}
+    validate_schema(cfg)
+    with pytest.raises(ConfigError, match=r"benchmarks.test_inverted: .*'invert' that nothing reads.*nothing was run"):
+        check_config(cfg)
+
+
+def test_task_keys_without_a_transform_and_a_bad_kind_are_refused_at_registration():
+    with pytest.raises(ValueError, match="task_keys.*no transform"):
+        inverted(task_keys=("invert",))
+    with pytest.raises(ValueError, match="kind must be"):
+        inverted(kind="domain")
+    with pytest.raises(TypeError):  # keyword fields only: a positional entry is refused, not misread
+        from stabgap.benchmarks import Benchmark
+
+        Benchmark("x", "class-incremental", "mlp", 10, (0.5,), (0.5,), None)
+
+
+@pytest.mark.parametrize("name,builder,options", [
+    ("split_mnist", "mnist5k", {"test_per_class": 7}), ("permuted_mnist", "mnist5k", {"test_per_class": 3}),
+    ("rotated_mnist", "mnist5k", {"test_per_class": 2}), ("split_cifar10", "cifar10", {}),
+    ("domain_cifar100_v1", "cifar100", {}), ("domain_cifar100_v2", "cifar100", {}),
+    ("split_miniimagenet", "miniimagenet", {"train_per_class": 598})])
+def test_test_sizes_planning_counts_are_those_of_the_stream_built_from_the_data(name, builder, options):
+    """Planning counts a stream's test images from its contexts, cut from labels in the dataset's
+    layout (no data read); a stream built from data of that layout has exactly those sizes."""
+    from stabgap.benchmarks import get_benchmark
+    from stabgap.data import get_source
+    from stabgap.data.canonical import synthetic_canonical
+
+    source = get_source(builder)
+    per_class = source.test_per_class(options)
+    assert len(set(per_class)) == 1
+    data = synthetic_canonical(builder, train_per_class=1, test_per_class=per_class[0])
+    counted = get_benchmark(name).stream_test_sizes(None, source, options)
+    assert build_stream(name, data).task_sizes("test") == counted
+
+
+def test_cifar100s_superclasses_hold_five_fine_classes_each():
+    from stabgap.data.cifar import CIFAR100_COARSE
+
+    assert sorted(np.bincount(CIFAR100_COARSE).tolist()) == [5] * 20
+    assert CIFAR100_COARSE[[4, 30, 55, 72, 95]].tolist() == [0] * 5  # aquatic mammals: beaver, dolphin, otter, seal, whale

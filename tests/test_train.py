@@ -181,8 +181,8 @@ def test_resnet_training_path_on_a_small_rgb_stream(test_augment, device):
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True  # as train_runs sets
 
     if "test_rgb" not in BENCHMARKS:
-        register(Benchmark("test_rgb", "class-incremental", "resnet18_slim", 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
-                           contexts=None, test_sizes=None, augment="cifar"))
+        register(Benchmark(name="test_rgb", kind="class-incremental", net="resnet18_slim", num_classes=4,
+                           mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), contexts=None, augment="cifar"))
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (64, 32, 32, 3), generator=g, dtype=torch.uint8)
     y = torch.arange(64) % 4

@@ -53,9 +53,12 @@ def plugin_dir() -> Path:
     return folder
 
 
-def snakemake(workdir, *args, check=True, python=SNAKEMAKE[:1]):
+def snakemake(workdir, *args, check=True, python=SNAKEMAKE[:1], plugins=None):
+    """The real snakemake on this checkout's Snakefile; `plugins`: the folder of the plugin modules
+    (default: plugin_dir())."""
     cmd = python + SNAKEMAKE[1:] + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(plugin_dir()), os.environ.get("PYTHONPATH")])))
+    folder = str(plugins or plugin_dir())
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [folder, os.environ.get("PYTHONPATH")])))
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     if check and out.returncode != 0:
         raise AssertionError(f"snakemake failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
@@ -194,6 +197,40 @@ def test_changing_one_learning_rate_reruns_only_that_method(tiny_run, tmp_path):
     trained = re.findall(r"output: (\S+)/log\.parquet", out.stdout)
     assert trained and all("/ngm/" in p for p in trained)
     assert jobs.get("tables_ablations") == 1  # compares with ngm
+
+
+def test_changing_a_plugins_default_reruns_exactly_that_methods_runs(tiny_run, tmp_path):
+    """A registry default shapes a run as much as a config value: the plugin's sgd_half at another
+    lr (the config gives it no settings) plans its one run again, and nothing else trains."""
+    work, cfg, _ = tiny_run
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN.replace("lr=0.005", "lr=0.0025"))
+    out = snakemake(work, "--configfile", str(cfg), "-n", plugins=tmp_path)
+    jobs = planned(out.stdout)
+    assert jobs.get("train") == 1 and jobs.get("metrics") == 1 and "data" not in jobs and "stream" not in jobs
+    trained = re.findall(r"output: (\S+)/log\.parquet", out.stdout)
+    assert len(trained) == 1 and trained[0].endswith("runs/split_mnist/sgd_half/seed1")
+    assert jobs.get("tables_ablations") == 1 and "tables" not in jobs  # sgd_half is in the ablation group only
+    # the registered default as it was plans nothing
+    again = snakemake(work, "--configfile", str(cfg), "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_changing_a_benchmarks_default_stream_rebuilds_its_stream(tiny_run, tmp_path):
+    """A benchmark's default stream parameters are part of its stream's: the tiny config leaves
+    Permuted MNIST's permutation_seed to the registry (42); a plugin that registers it with another
+    default rebuilds that stream and reruns its runs, and leaves Split MNIST's alone."""
+    work, cfg, _ = tiny_run
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN + """
+import dataclasses
+from stabgap.benchmarks import BENCHMARKS
+BENCHMARKS["permuted_mnist"] = dataclasses.replace(
+    BENCHMARKS["permuted_mnist"], defaults={"n_contexts": 3, "permutation_seed": 7})
+""")
+    out = snakemake(work, "--configfile", str(cfg), "-n", plugins=tmp_path)
+    jobs = planned(out.stdout)
+    assert jobs.get("stream") == 1 and "streams/permuted_mnist.pt" in out.stdout and "data" not in jobs
+    trained = re.findall(r"output: (\S+)/log\.parquet", out.stdout)
+    assert trained and all("/permuted_mnist/" in p for p in trained)
 
 
 def test_full_config_plans_completely(tmp_path):

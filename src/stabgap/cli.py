@@ -159,6 +159,60 @@ def cmd_cost(a) -> None:
         print(f"wrote {a.out}.md and {a.out}.csv")
 
 
+def cmd_list(a) -> None:
+    """Every registered method, benchmark, network and data source with its defaults; with --config,
+    the config's plugins registered first, and what the config uses marked with *."""
+    import inspect
+
+    from .archs import ARCHS
+    from .benchmarks import BENCHMARKS
+    from .config import ConfigError, load_config
+    from .data import DATASETS
+    from .methods import METHODS, Method
+
+    used = {"methods": set(), "benchmarks": set(), "networks": set(), "datasets": set()}
+    if a.config:
+        try:
+            config = load_config(a.config)
+        except ConfigError as err:
+            raise SystemExit(f"error: {err}")
+        abl = config.get("ablations") or {}
+        used["methods"] = set(config["methods"]) | set(abl.get("methods", {}))
+        used["benchmarks"] = set(config["benchmarks"])
+        used["networks"] = {BENCHMARKS[b].net for b in config["benchmarks"]}
+        used["datasets"] = {d["builder"] for d in config["datasets"].values()}
+
+    def section(title, kind, entries):
+        print(f"{title} ({len(entries)}){'; * used by ' + a.config if a.config else ''}")
+        for name, text in entries:
+            print(f"  {'*' if name in used[kind] else ' '} {name:<20} {text}")
+        print()
+
+    def settings(values: dict) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in values.items())
+
+    default = Method(name="", description="")  # a Method's field defaults
+    section("methods", "methods", [
+        (m.name, f"[{m.display}] {m.description}; settings other than Method's defaults: "
+                 f"{settings({k: v for k, v in m.settings().items() if v != default.settings()[k]}) or 'none'}")
+        for m in METHODS.values()])
+    section("benchmarks", "benchmarks", [
+        (b.name, f"{b.title or b.name}: {b.kind}, network {b.net}, {b.num_classes} outputs, data "
+                 f"{' or '.join(b.data) or 'any'}; stream defaults {settings(b.defaults) or 'none'}"
+                 + (f"; shifts images by {', '.join(b.task_keys)}" if b.task_keys else "")
+                 + (f"; augment {b.augment}" if b.augment else ""))
+        for b in BENCHMARKS.values()])
+    section("networks", "networks", [
+        (n.name, f"{n.description}; gains on {', '.join(n.modulated)}; evaluation batch {n.eval_batch_size}; "
+                 f"{'asks for a GPU' if n.wants_gpu else 'CPU work'}")
+        for n in ARCHS.values()])
+    section("data sources (datasets: builder)", "datasets", [
+        (d.name, f"{d.num_classes} classes of {'×'.join(map(str, d.image))} images; options "
+                 f"{settings({k: p.default for k, p in inspect.signature(d.build).parameters.items() if k != 'source_dir'}) or 'none'}")
+        for d in DATASETS.values()])
+    print("Method's defaults (a method's settings not named above): " + settings(default.settings()))
+
+
 def cmd_rerun_check(a) -> None:
     from .rerun import rerun_check
 
@@ -266,6 +320,10 @@ def main(argv=None) -> None:
                    help="your GPU's achieved TFLOP/s, used for both networks in the 'gpu' column")
     s.add_argument("--out", default=None, help="also write <out>.md and <out>.csv")
     s.set_defaults(func=cmd_cost)
+
+    s = sub.add_parser("list", help="every registered method, benchmark, network and data source, with its defaults")
+    s.add_argument("--config", default=None, help="a config whose plugins to register first (and whose entries to mark)")
+    s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("run", help="one benchmark × method × seed by hand, outside Snakemake")
     s.add_argument("--config", default="config.yaml")

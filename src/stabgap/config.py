@@ -92,7 +92,7 @@ def check_stream(config: dict, name: str) -> None:
     """A benchmark's stream parameters, and the evaluation subset, against what its dataset holds
     (its registry entry): before any job, in a dry run too."""
     from .benchmarks import BENCHMARKS
-    from .data import DATASETS
+    from .data import DATASETS, builder_options
 
     bench = config["benchmarks"][name]
     dataset = config["datasets"][bench["dataset"]]
@@ -102,10 +102,16 @@ def check_stream(config: dict, name: str) -> None:
     for key, value, allowed in BENCHMARKS[name].stream_errors(bench.get("stream") or {}, source):
         raise ConfigError(f"benchmarks.{name}.stream.{key}: {value!r} is not allowed: {allowed} "
                           f"(fix the config; nothing was run)")
+    # its tasks cut from labels in the dataset's layout: a task key that nothing reads, or contexts
+    # that fail on these parameters, stop here rather than in the stream's job
+    options = {k: v for k, v in dataset.items() if k != "builder" and k in builder_options(dataset["builder"])}
+    try:
+        sizes = BENCHMARKS[name].stream_test_sizes(bench.get("stream"), source, options)
+    except ValueError as err:
+        raise ConfigError(f"benchmarks.{name}: {err} (fix the benchmark's entry or its stream parameters; "
+                          f"nothing was run)") from None
     subset = config.get("evaluation", {}).get("subset")
     if subset:
-        options = {k: v for k, v in dataset.items() if k != "builder"}
-        sizes = BENCHMARKS[name].stream_test_sizes(bench.get("stream"), source.test_per_class(options))
         if subset > min(sizes):
             raise ConfigError(f"evaluation.subset: {subset} test images per task, but {name}'s smallest task has "
                               f"{min(sizes)} (its tasks: {sizes}); choose at most {min(sizes)} or null "

@@ -25,7 +25,7 @@ from .schedule import Schedule
 # ---------------------------------------------------------------- what a benchmark's stream holds
 # The shapes planning needs without reading any data come from the registries: the network and
 # classes from the benchmark's entry (benchmarks.py), the image and the per-class test counts from
-# the dataset's (data/), the test images per task from the benchmark's `test_sizes`.
+# the dataset's (data/), the test images per task from the benchmark's contexts (Benchmark.stream_test_sizes).
 
 def network(benchmark: str):
     """(network registry entry, output classes) of a benchmark."""
@@ -44,11 +44,14 @@ def dataset_facts(dataset: dict) -> tuple[tuple[int, int, int], list[int]]:
     return source.image, source.test_per_class({k: v for k, v in dataset.items() if k != "builder"})
 
 
-def stream_test_sizes(benchmark: str, stream: dict, per_class: list[int]) -> list[int]:
-    """Test images per task of a benchmark's stream, from the stream parameters of the config."""
+def stream_test_sizes(benchmark: str, stream: dict | None, dataset: dict) -> list[int]:
+    """Test images per task of a benchmark's stream, from the stream parameters and the dataset entry
+    (builder and options) of the config: its contexts cut from labels in the dataset's layout."""
     from .benchmarks import get_benchmark
+    from .data import get_source
 
-    return get_benchmark(benchmark).stream_test_sizes(stream, per_class)
+    options = {k: v for k, v in dataset.items() if k != "builder"}
+    return get_benchmark(benchmark).stream_test_sizes(stream, get_source(dataset["builder"]), options)
 
 
 # ---------------------------------------------------------------- machines
@@ -129,8 +132,9 @@ def predict_seconds(work: dict, machine: dict, n_jobs: float = 1.0) -> float:
 
 def benchmark_run_work(config: dict, run: dict) -> dict:
     bench = config["benchmarks"][run["benchmark"]]
-    image, per_class = dataset_facts(config["datasets"][bench["dataset"]])
-    return run_work(run, stream_test_sizes(run["benchmark"], bench["stream"], per_class), image)
+    dataset = config["datasets"][bench["dataset"]]
+    image, _ = dataset_facts(dataset)
+    return run_work(run, stream_test_sizes(run["benchmark"], bench.get("stream"), dataset), image)
 
 
 def job_memory_mb(run: dict, image: tuple[int, int, int], n_runs: int = 1) -> dict:

@@ -14,7 +14,6 @@ entry of AUGMENTATIONS here.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
 from dataclasses import dataclass, field
@@ -23,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .benchmarks import get_benchmark
+from .benchmarks import DESCRIPTIVE_KEYS, get_benchmark
 from .data import DataError
+from .data.base import Labels
 from .data.canonical import CanonicalData, load_canonical
 from .fileio import atomic_write_bytes
 
@@ -48,26 +48,7 @@ class Stream:
         return [b - a for a, b in zip(off[:-1], off[1:])]
 
 
-# ---------------------------------------------------------------- transforms (applied once, uint8)
-
-def rotate_images(images: np.ndarray, angle: float) -> np.ndarray:
-    """PIL's rotate: about the centre, counter-clockwise for positive angles, nearest neighbour,
-    no expansion, fill 0 (docs/protocol.md §5)."""
-    if angle % 360 == 0:
-        return images.copy()
-    from PIL import Image
-
-    out = np.empty_like(images)
-    for i, img in enumerate(images):
-        out[i] = np.asarray(Image.fromarray(img).rotate(angle, resample=Image.NEAREST, expand=False, fillcolor=0))
-    return out
-
-
-def permute_images(images: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """new = old[P] on the raw row-major pixels (docs/protocol.md §5)."""
-    flat = images.reshape(len(images), -1)
-    return flat[:, perm].reshape(images.shape)
-
+# ---------------------------------------------------------------- augmentation (on the run's device)
 
 def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
     """CIFAR training augmentation on a uint8 batch B×C×H×W, on its device: a random H×W crop of
@@ -155,45 +136,33 @@ class DeviceStream:
 
 # ---------------------------------------------------------------- building, saving, loading
 
-def _apply(images: np.ndarray, task: dict) -> np.ndarray:
-    if task.get("angle") is not None:
-        return rotate_images(images, task["angle"])
-    if task.get("permutation") is not None:
-        return permute_images(images, task["permutation"])
-    return images
-
-
 def build_stream(benchmark: str, data: CanonicalData, params: dict | None = None) -> Stream:
-    """Materialise a benchmark's task stream from a canonical dataset (datasets.load_canonical)."""
+    """Materialise a benchmark's task stream from a canonical dataset (canonical.load_canonical): its
+    tasks cut from the dataset's labels (Benchmark.tasks), each task's images shifted by the
+    benchmark's transform, once, in uint8."""
     bench = get_benchmark(benchmark)
     train_x, train_y = data.train_x.numpy(), data.train_y.numpy()
     test_x, test_y = data.test_x.numpy(), data.test_y.numpy()
     params = bench.stream_params(params)  # on top of the benchmark's defaults (the stream's JSON records these)
-    call = dict(params)
-    if "data" in inspect.signature(bench.contexts).parameters:
-        call["data"] = data
-    try:
-        tasks = bench.contexts(train_y, test_y, **call)
-    except TypeError as err:
-        raise ValueError(f"benchmark {benchmark!r}: bad stream parameters {params}: {err}") from None
+    labels = Labels(train_y, test_y, {k: v.numpy() for k, v in data.extra.items()}, data.name)
+    tasks = bench.tasks(labels, params)
+    shift = bench.transform or (lambda images, task: images)
     xs, ys, txs, tys, spec_tasks = [], [], [], [], []
     for j, task in enumerate(tasks, start=1):
-        xs.append(_apply(train_x[task["train_idx"]], task))
+        xs.append(shift(train_x[task["train_idx"]], task))
         ys.append(task["train_labels"] if "train_labels" in task else train_y[task["train_idx"]])
-        txs.append(_apply(test_x[task["test_idx"]], task))
+        txs.append(shift(test_x[task["test_idx"]], task))
         tys.append(task["test_labels"] if "test_labels" in task else test_y[task["test_idx"]])
         entry = {"task": j, "n_train": int(len(task["train_idx"])), "n_test": int(len(task["test_idx"])),
                  "train_idx_sha256": _sha(task["train_idx"]), "test_idx_sha256": _sha(task["test_idx"]),
                  "train_classes": sorted(int(c) for c in np.unique(ys[-1]))}
-        for key in ("classes", "superclass", "angle"):
-            if key in task:
-                entry[key] = task[key]
-        if task.get("permutation") is not None:
-            entry["permutation"] = [int(v) for v in task["permutation"]]
+        for key in (*DESCRIPTIVE_KEYS, *bench.task_keys):
+            if task.get(key) is not None:
+                entry[key] = np.asarray(task[key]).tolist()
         spec_tasks.append(entry)
     spec = {"benchmark": benchmark, "kind": bench.kind, "net": bench.net, "num_classes": bench.num_classes,
             "mean": list(bench.mean), "std": list(bench.std), "augment": bench.augment,
-            "params": {k: v for k, v in params.items() if k != "data"}, "dataset": data.name, "tasks": spec_tasks}
+            "params": params, "dataset": data.name, "tasks": spec_tasks}
     return Stream(benchmark, torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)),
                   _offsets(xs), torch.from_numpy(np.concatenate(txs)), torch.from_numpy(np.concatenate(tys)),
                   _offsets(txs), spec)

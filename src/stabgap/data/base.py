@@ -28,13 +28,33 @@ class RawDataset:
 
 
 @dataclass(frozen=True)
+class Labels:
+    """A dataset's labels, without its images: what a benchmark's contexts are cut by
+    (benchmarks.Benchmark.contexts). `extra` holds further labels by split and name, e.g. CIFAR-100's
+    coarse labels as "train_coarse" and "test_coarse"."""
+    train: np.ndarray
+    test: np.ndarray
+    extra: dict = field(default_factory=dict)
+    name: str = ""
+
+    def extra_labels(self, key: str, split: str) -> np.ndarray:
+        """The extra labels `key` of a split ("train" or "test"); a clear error when the dataset has none."""
+        name = f"{split}_{key}"
+        if name not in self.extra:
+            raise ValueError(f"this benchmark needs {key} labels, and dataset {self.name!r} has none "
+                             f"(it has: {', '.join(sorted(self.extra)) or 'no extra labels'})")
+        return self.extra[name]
+
+
+@dataclass(frozen=True)
 class Source:
     """A dataset builder's registry entry: what planning needs to know without reading any data.
 
     build(source_dir, **options) -> RawDataset; its keyword arguments are the options a config's
     `datasets:` entry may set. missing(source_dir, **options) -> one line per raw file that is not
     there and will not be downloaded. test_per_class(options) -> test images per class (the cost
-    model counts evaluation work with it)."""
+    model counts evaluation work with it). extra_labels(class ids) -> the dataset's further labels of
+    images of those classes, by name (CIFAR-100: "coarse"), for datasets that have any."""
     name: str
     image: tuple[int, int, int]  # C×H×W
     num_classes: int
@@ -42,6 +62,20 @@ class Source:
     missing: Callable[..., list[str]]
     test_per_class: Callable[[dict], list[int]]
     description: str = ""
+    extra_labels: Callable[[np.ndarray], dict] | None = None
+
+    def counting_labels(self, options: dict) -> Labels:
+        """Labels in this dataset's layout, without reading it: each class's test images (in class
+        order) and one training image per class, with the extra labels. What planning cuts a
+        benchmark's contexts from to count its test images (Benchmark.stream_test_sizes)."""
+        per_class = self.test_per_class(options)
+        train = np.arange(len(per_class), dtype=np.int64)
+        test = np.repeat(train, per_class)
+        extra = {}
+        if self.extra_labels is not None:
+            for split, y in (("train", train), ("test", test)):
+                extra.update({f"{split}_{k}": v for k, v in self.extra_labels(y).items()})
+        return Labels(train, test, extra, self.name)
 
 
 def describe(value) -> str:

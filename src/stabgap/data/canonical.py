@@ -41,6 +41,31 @@ class CanonicalData:
     extra: dict = field(default_factory=dict)
 
 
+def synthetic_canonical(builder: str, train_per_class: int = 100, test_per_class: int = 20,
+                        seed: int = 0) -> CanonicalData:
+    """Random uint8 images in the shape of dataset `builder`'s (its registry entry), labels in class
+    order, with the dataset's extra labels: for timing, and for checks where the data is not staged.
+    Never trained on for a result (its name and meta say "synthetic")."""
+    from . import get_source
+
+    source = get_source(builder)
+    c, h, w = source.image
+    shape = (h, w) if c == 1 else (h, w, c)
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        y = torch.arange(source.num_classes).repeat_interleave(n)
+        return torch.randint(0, 256, (len(y), *shape), dtype=torch.uint8, generator=g), y
+
+    (tx, ty), (ex, ey) = split(train_per_class), split(test_per_class)
+    extra = {}
+    if source.extra_labels is not None:
+        for split_name, y in (("train", ty), ("test", ey)):
+            extra.update({f"{split_name}_{k}": torch.as_tensor(v) for k, v in source.extra_labels(y.numpy()).items()})
+    return CanonicalData(name=f"synthetic-{builder}", train_x=tx, train_y=ty, test_x=ex, test_y=ey,
+                         meta={"synthetic": True}, extra=extra)
+
+
 def manifest_path(path):
     """The manifest that belongs to canonical file `path`: `<path>.manifest.json`."""
     path = Path(path)

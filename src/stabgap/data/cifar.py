@@ -296,6 +296,15 @@ def _missing(variant):
 CIFAR10 = Source("cifar10", image=(3, 32, 32), num_classes=10, build=build_cifar10, missing=_missing("cifar10"),
                  test_per_class=lambda options: [1000] * 10,
                  description="cifar-10-python.tar.gz or its folder cifar-10-batches-py/; downloaded if download: true")
+# CIFAR-100's superclass (coarse label) of each fine class, in fine-label order: fixed by the dataset
+# (its meta file's fine and coarse label names), 5 fine classes per superclass
+CIFAR100_COARSE = np.array([
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11, 6, 11, 5, 10, 7, 6, 13, 15, 3, 15,
+    0, 11, 1, 10, 12, 14, 16, 9, 11, 5, 5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
+    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13, 16, 19, 2, 4, 6, 19, 5, 5, 8, 19,
+    18, 1, 2, 15, 6, 0, 17, 8, 14, 13], dtype=np.int64)
+
 CIFAR100 = Source("cifar100", image=(3, 32, 32), num_classes=100, build=build_cifar100, missing=_missing("cifar100"),
                   test_per_class=lambda options: [100] * 100,
+                  extra_labels=lambda fine: {"coarse": CIFAR100_COARSE[fine]},
                   description="cifar-100-python.tar.gz or its folder cifar-100-python/; coarse labels kept")

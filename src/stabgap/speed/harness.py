@@ -118,31 +118,10 @@ class _TimedEvaluator:
         return out
 
 
-def synthetic_canonical(builder: str):
-    """A canonical dataset of random uint8 images in the shape of `builder`'s, 100 images per class
-    (test: 20), labels in order; only for timing (marked 'synthetic' in the row)."""
-    from ..data.canonical import CanonicalData
-
-    shape, classes = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
-                      "miniimagenet": ((84, 84, 3), 100)}[builder]
-    g = torch.Generator().manual_seed(0)
-
-    def split(n):
-        y = torch.arange(classes).repeat_interleave(n)
-        return torch.randint(0, 256, (len(y), *shape), dtype=torch.uint8, generator=g), y
-
-    (tx, ty), (ex, ey) = split(100), split(20)
-    extra = {}
-    if builder == "cifar100":  # coarse labels: 5 fine classes per superclass, in order
-        extra = {"train_coarse": ty // 5, "test_coarse": ey // 5}
-    return CanonicalData(name=f"synthetic-{builder}", train_x=tx, train_y=ty, test_x=ex, test_y=ey,
-                         meta={"synthetic": True}, extra=extra)
-
-
 def load_data(benchmark: str, config: dict, data_root: str | None):
     """(canonical data, 'real' or 'synthetic') for a benchmark of the config."""
     from ..data import build_canonical
-    from ..data.canonical import load_canonical
+    from ..data.canonical import load_canonical, synthetic_canonical
 
     builder = config["datasets"][config["benchmarks"][benchmark]["dataset"]]["builder"]
     folder = {"mnist": "mnist", "cifar10": "cifar10"}.get(builder)
@@ -155,7 +134,7 @@ def load_data(benchmark: str, config: dict, data_root: str | None):
     if builder in ("mnist", "mnist5k"):
         raise SystemExit("error: give --data-root (or set STABGAP_DATA_ROOT): a folder with mnist/ holding the "
                          "four MNIST IDX files")
-    return synthetic_canonical(builder), "synthetic"
+    return synthetic_canonical(builder), "synthetic"  # 100 training and 20 test images a class
 
 
 def main(argv=None) -> None:
