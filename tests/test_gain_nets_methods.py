@@ -19,9 +19,9 @@ def mlp(settings=GainSettings(), seed=0):
 
 def train_step(net, x):
     """What the trainer does around a training forward: the gain update, the forward, the entropy kept."""
-    net.gain.update()
+    net.gain_control.update()
     logits = net(x)
-    net.gain.observe(logits)
+    net.gain_control.observe(logits)
     return logits
 
 
@@ -47,7 +47,7 @@ def test_gain_recursion_matches_hand_computation():
         for layer in net.modulated().values():
             assert torch.allclose(layer.gain, torch.full_like(layer.gain, expected_g), atol=1e-6)
         H_prev = batch_entropy(logits).item()
-        assert net.gain.entropy.item() == pytest.approx(H_prev, rel=1e-6)
+        assert net.gain_control.entropy.item() == pytest.approx(H_prev, rel=1e-6)
     assert expected_g > 1.0  # the entropy drive moved it
 
 
@@ -67,7 +67,7 @@ def test_first_update_uses_g0_and_a_forward_never_moves_gain():
         for _ in range(3):
             net(x)
         assert all(torch.all(l.gain == 1.5) for l in net.modulated().values())
-        assert net.gain.entropy.item() == 0.0
+        assert net.gain_control.entropy.item() == 0.0
     out = train_step(net, x)[0]  # first iteration: H = 0, so g = γ·g0 + (1 − γ)·g0 = g0
     assert all(torch.allclose(l.gain, torch.tensor(1.5)) for l in net.modulated().values())
     # the output is g0 ⊙ (x Wᵀ) at every layer with zero biases
@@ -91,7 +91,7 @@ def test_frozen_gain_never_moves():
 def test_gain_bump_pulse():
     net = mlp(GainSettings("bump", g0=1.0, gamma=0.99, bump=0.99))
     net.train()
-    net.gain.pulse()
+    net.gain_control.pulse()
     train_step(net, torch.randn(2, 1, 28, 28))
     assert net.fc["out"].gain[0, 0].item() == pytest.approx(0.99 + 0.01 + 0.99)
     train_step(net, torch.randn(2, 1, 28, 28))
@@ -220,14 +220,14 @@ def test_the_gain_control_of_a_batch_is_each_models_own():
         n.train()
     for step in range(4):
         if step == 2:
-            batch.gain.pulse()
+            batch.gain_control.pulse()
             for n in nets:
-                n.gain.pulse()
+                n.gain_control.pulse()
         out = train_step(batch, x)
         for m, n in enumerate(nets):
             assert torch.allclose(out[m], train_step(n, x[m:m + 1])[0], atol=1e-5)
             assert torch.equal(batch.fc["out"].gain[m], n.fc["out"].gain[0])
-            assert torch.equal(batch.gain.entropy[m], n.gain.entropy[0])
+            assert torch.equal(batch.gain_control.entropy[m], n.gain_control.entropy[0])
 
 
 @pytest.mark.parametrize("kind", ["sgd", "msgd", "adam"])

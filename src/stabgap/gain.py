@@ -1,4 +1,8 @@
-"""The paper's idea in one file: noradrenergic gain modulation (docs/protocol.md §2).
+"""The paper's idea, its dynamics: noradrenergic gain modulation (docs/protocol.md §2).
+
+Where each part lives: the gain's recursion and its drive are here (`GainControl`); the
+multiplication of a layer's weighted input by its gain is models.GainLinear's; when each step
+happens within a training iteration is trainer.Trainer.step's.
 
 A modulated layer computes z = g ⊙ (x Wᵀ) + b with one gain per output neuron. The gain is state,
 not a trainable parameter. At the start of every training iteration, before its forward, it moves by
@@ -32,7 +36,8 @@ class GainSettings:
     mode "frozen": g stays at g0 (the baselines, and the fixed-gain variant with its own g0).
     mode "entropy": NGM-SGD, drive = η·H of the previous training forward.
     mode "bump": the oracle "gain bump" seen in the authors' results (assumed from its trace):
-        drive = bump·[first iteration of a context]; the trainer calls `pulse()` at every switch."""
+        drive = bump·[first iteration of a context]; the trainer calls `pulse()` at the first
+        iteration of every context, context 1 included (trainer.Trainer.start_context)."""
 
     mode: str = "frozen"
     g0: float = 1.0

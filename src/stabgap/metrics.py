@@ -3,14 +3,16 @@
 Input is one run's tidy log (one row per iteration for ``split == "train"``, one row per evaluated
 task for ``split == "test"``). Everything is inferred from the log: the number of contexts n is the
 largest ``context``, stage k is the set of evaluated iterations whose ``context`` is k, and the end of
-stage k is the last evaluated iteration of stage k (the runner always evaluates it). I and rho are not
+stage k is the last evaluated iteration of stage k (the evaluation schedule, schedule.py, always
+evaluates it). I and rho are not
 needed; with rho > 1 every quantity is taken over the evaluated iterations only.
 
-Two families (docs/protocol.md §6):
+Three families (docs/protocol.md §6), two per run and one over seeds:
 
-* ``task1`` -- the v1 table, on the task-1 accuracy curve c(t) = a_1(t).
-  :func:`task1_metrics` gives it for one seed; :func:`task1_metrics_v1` reproduces the v1 table's
-  aggregation over seeds (seed-mean curve, first-order propagation of the per-iteration seed std).
+* ``task1`` -- the v1 table's metrics on the task-1 accuracy curve c(t) = a_1(t), per seed
+  (:func:`task1_metrics`).
+* ``task1_v1`` -- the v1 table's aggregation over seeds (:func:`task1_metrics_v1`): the same metrics
+  on the seed-mean curve, with first-order propagation of the per-iteration seed std.
 * ``seen`` -- the v2 / De Lange et al. (2023) family on the pooled accuracy A_{<k+1}(t) of the tasks
   seen before switch k -> k+1 (:func:`seen_metrics`).
 

@@ -118,7 +118,8 @@ class GainLinear(nn.Module):
 
 class ModelBatch(nn.Module):
     """What the trainer needs of a batch of R models of one architecture: logits, the modulated
-    layers, the gain dynamics (`gain`), and the trainable tensors of each model."""
+    layers, the gain dynamics (`gain_control`: a gain.GainControl; each layer's gains are its `gain` tensor),
+    and the trainable tensors of each model."""
 
     def __init__(self, arch: Arch, seeds: list[int], gains: list[GainSettings]):
         super().__init__()
@@ -127,7 +128,7 @@ class ModelBatch(nn.Module):
         self.arch, self.R = arch, len(seeds)
 
     def _init_gains(self, gains: list[GainSettings]) -> None:
-        self.gain = GainControl(gains, list(self.modulated().values()))
+        self.gain_control = GainControl(gains, list(self.modulated().values()))
 
     def use_memory_format(self, memory_format: torch.memory_format) -> None:
         """Hold the convolutions' weights, and take the images, in this layout (values unchanged);

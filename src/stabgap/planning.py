@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 from .archs import get_arch
-from .benchmarks import get_benchmark
+from .benchmarks import BENCHMARKS, get_benchmark
 from .config import parse_variant, run_config
 from .methods import METHODS
 
@@ -90,7 +90,12 @@ def missing_cuda(config: dict) -> str:
 
 
 def figure_benchmarks(config: dict, kind: str) -> list[str]:
-    return [b for b in config["figures"][kind] if b in config["benchmarks"]]
+    """The columns of figure 2 (kind "class_incremental") or 3 ("domain_incremental"): the config's
+    list, else every benchmark of the config of that kind (its registry entry's), plugins' included."""
+    chosen = config["figures"][kind]
+    if chosen is None:
+        return [b for b in config["benchmarks"] if BENCHMARKS[b].kind == kind.replace("_", "-")]
+    return [b for b in chosen if b in config["benchmarks"]]
 
 
 def gain_variants(variants) -> list[str]:

@@ -82,7 +82,9 @@ class Run:
 
 
 class Trainer:
-    CHECKPOINT_FORMAT = 3  # 3: one model hierarchy, explicit gain steps, records and evaluator apart
+    # 3: one model hierarchy, explicit gain steps, records and evaluator apart; 4: the gain dynamics
+    # under models.gain_control (was models.gain)
+    CHECKPOINT_FORMAT = 4
 
     def __init__(self, stream: Stream, methods: list[Method] | Method, seeds: list[int] | int,
                  settings: RunSettings, device: torch.device | str = "cpu"):
@@ -119,44 +121,50 @@ class Trainer:
     def step(self) -> None:
         t = self.iteration + 1
         k = self.schedule.context(t)
+        gain = self.models.gain_control  # the gain dynamics of every model (gain.GainControl)
         if (t - 1) % self.settings.iters_per_context == 0:
-            self.switch(k)  # 1. a new context: fresh samplers, oracle resets, the bump's pulse
-        lrs = self.learning_rates()  # (Entropy-LR: its multiplier moves with the last entropy)
-        self.models.gain.update()  # 2. the gain update, driven by the last iteration's entropy
+            self.start_context(k)  # 1. the first iteration of a context (context 1 too): see start_context
+        lrs = self.learning_rates()  # 2. each run's lr (Entropy-LR: its multiplier moves with the last entropy)
+        gain.update()  # 3. the gain update, driven by the last iteration's entropy
         x, y = self.data.sample(k, [r.sampler for r in self.runs], self.settings.batch_size)
         self.models.train()
-        logits = self.models(x)  # 3. forward: R×B×K, each model on its own mini-batch
+        logits = self.models(x)  # 4. forward: R×B×K, each model on its own mini-batch
         R, B, K = logits.shape
-        losses = batch_mean(F.cross_entropy(logits.reshape(-1, K), y.reshape(-1), reduction="none").view(R, B))  # 4.
+        # 5. the loss: each model's mean cross-entropy over its batch, summed in one fixed order
+        # (gain.batch_mean), so a model's loss does not depend on how many models train beside it
+        losses = batch_mean(F.cross_entropy(logits.reshape(-1, K), y.reshape(-1), reduction="none").view(R, B))
         for p in self.models.parameters():
             p.grad = None
-        losses.sum().backward()  # 5. backward: the models share nothing, each gets its own loss's gradient
+        losses.sum().backward()  # 6. backward: the models share nothing, each gets its own loss's gradient
         for a, _, opt in self.optimizers:
-            opt.step(lrs[a])  # 6. the optimizer step
-        self.models.gain.observe(logits)  # 7. this batch's entropy, kept for the next gain update
-        gains = [layer.mean_gain() for layer in self.models.modulated().values()]
-        self.records.training(t, losses, logits, y, self.models.gain.entropy, gains, lrs)  # 8. the records
+            opt.step(lrs[a])  # 7. the optimizer step
+        gain.observe(logits)  # 8. this batch's entropy, kept for the next gain update
+        gains = [layer.mean_gain() for layer in self.models.modulated().values()]  # each layer's `gain` tensor
+        self.records.training(t, losses, logits, y, gain.entropy, gains, lrs)  # 9. the records
         self.iteration = t
         for r in self.runs:
             if r.diverged_at is None:
                 r.iteration = t
         if self.schedule.evaluated(t):
-            self.records.evaluation(t, *self.evaluator(self.models, k))  # 9. continual evaluation
+            self.records.evaluation(t, *self.evaluator(self.models, k))  # 10. continual evaluation
 
-    def switch(self, k: int) -> None:
+    def start_context(self, k: int) -> None:
+        """At the first iteration of context k, context 1 included: a fresh sampler per run, the
+        oracle methods' optimizer reset (from context 2 on: a switch), and the bump's pulse (the
+        bump method's gain is bumped at the first iteration of every context, docs/protocol.md §4)."""
         for r in self.runs:
             r.sampler = torch.Generator().manual_seed(derive_seed(r.seed, PURPOSE_SAMPLER, k))
         if k > 1:
             for _, _, opt in self.optimizers:
                 if opt.method.reset_on_switch:
                     opt.reset()
-        self.models.gain.pulse()
+        self.models.gain_control.pulse()
 
     def learning_rates(self) -> list[float]:
         for r in self.runs:
             if r.method.lr_drive:  # Entropy-LR: the gain recursion drives the lr multiplier instead
                 r.lr_mult = lr_multiplier_update(r.lr_mult, r.method.gamma, r.method.eta_or(self.settings.eta),
-                                                 float(self.models.gain.entropy[r.m]))
+                                                 float(self.models.gain_control.entropy[r.m]))
         return [r.method.lr * r.lr_mult for r in self.runs]
 
     # ------------------------------------------------------------------ what a run leaves

@@ -100,14 +100,19 @@ def files_of(run_dirs, names=("metrics.json", "summary.json", "log.parquet")):
 
 def raw_data_present(wildcards):
     """Input function of the data rule (evaluated while planning, only for datasets the targets
-    need): raw files that cannot be downloaded must be there before any job starts. Not checked in
-    a dry run, which must plan the full config on machines without the data."""
-    if not workflow.dryrun:
-        missing = missing_raw_data(config, RESULTS, [wildcards.dataset])
-        if missing:
-            raise WorkflowError(
-                "raw data missing (nothing was run):\n  " + "\n  ".join(missing)
-            )
+    need): raw files that cannot be downloaded must be there before any job starts. A dry run, which
+    must plan the full config on machines without the data, only warns."""
+    missing = missing_raw_data(config, RESULTS, [wildcards.dataset])
+    if missing and not workflow.dryrun:
+        raise WorkflowError(
+            "raw data missing (nothing was run):\n  " + "\n  ".join(missing)
+        )
+    if missing:
+        print(
+            "warning: raw data missing; a run would stop here until it is staged "
+            "(docs/configuration.md, Data):\n  " + "\n  ".join(missing),
+            file=sys.stderr,
+        )
     return []
 
 
@@ -251,6 +256,17 @@ def rerun_runtime():
         for b, v, s in GROUPS["main"]
     )
     return longest * config["rerun_check"]["sample"]
+
+
+def sweep_files(wildcards):
+    """Input function of table_lr_sweep: the sweep's runs; a config without an lr_sweep stops at
+    plan time, saying so (the target would otherwise plan a table of no runs, which fails)."""
+    if "lr_sweep" not in GROUPS:
+        raise WorkflowError(
+            "table_lr_sweep: this config has no lr_sweep section, so there is no sweep to tabulate; "
+            "add one (docs/configuration.md) or leave the target out (nothing was run)"
+        )
+    return files_of(group_runs("lr_sweep"), names=("metrics.json", "summary.json"))
 
 
 def figure_benchmarks(kind):

@@ -33,7 +33,7 @@ for _group, _folder, _category in TABLE_GROUPS:
 
 rule table_lr_sweep:
     input:
-        files_of(group_runs("lr_sweep"), names=("metrics.json", "summary.json")),
+        sweep_files,
     output:
         multiext(f"{RESULTS}/tables/lr_sweep", ".csv", ".md", ".tex"),
         html=report(
