@@ -253,3 +253,98 @@ def test_runs_evaluated_on_task1_only_skip_the_seen_family_and_say_why():
     assert r.verdict == "not in ours" and "evaluation.scope task1" in r.note
     t1 = R.compare(groups, reference(0.3, method="msgd", family="task1"), PROTOCOLS, n_boot=50)  # task 1: there
     assert t1.ours.iloc[0] == pytest.approx(0.3)
+
+
+# ---------------------------------------------------------------- a claim's families in order of preference
+
+def scoped(values, method, scope):
+    """A group whose runs were evaluated under evaluation.scope `scope`: task1 runs have no seen family."""
+    from stabgap.metrics import SEEN_SKIPPED
+
+    g = R.Group("split_mnist", method, {"builder": "mnist"})
+    for i, v in enumerate(values):
+        task1 = {"avg_sg": float(v), "sg": [float(v)], "avg_acc": 90.0 + float(v)}
+        seen = {"avg_sg": float(v) + 0.5, "sg": [float(v) + 0.5], "avg_acc": 80.0}  # another family: other values
+        metrics = ({"task1": task1, "seen": None, "skipped": {"seen": SEEN_SKIPPED}} if scope == "task1"
+                   else {"task1": task1, "seen": seen})
+        g.runs.append((run(method, 42 + i, eval_scope=scope), metrics, None))
+    g.cache["n_test"] = 2115
+    return g
+
+
+LOW, HIGH = [0.02, 0.021, 0.019], [0.27, 0.26, 0.28]
+PREFER = {"id": "p", "text": "lower avg-SG", "kind": "superiority", "family": ["seen", "task1"], "metric": "avg_sg",
+          "method": "ngm", "versus": ["msgd"], "better": "lower", "benchmarks": ["split_mnist"]}
+
+
+def test_a_claim_uses_its_first_family_that_every_group_has():
+    # every run has both families: the first, seen, is used (its values are the task-1 ones + 0.5)
+    both = {("split_mnist", "ngm"): scoped(LOW, "ngm", "seen"), ("split_mnist", "msgd"): scoped(HIGH, "msgd", "seen")}
+    rows, _ = C.evaluate_claims([PREFER], both, PROTOCOLS, n_boot=50)
+    r = rows.iloc[0]
+    assert r.family == "seen" and r.verdict == "holds" and r["diff"] == pytest.approx(0.02 - 0.27) and r.note == ""
+    # task-1-scoped runs on both sides: task1, and the row says why seen was passed over
+    t1 = {("split_mnist", "ngm"): scoped(LOW, "ngm", "task1"), ("split_mnist", "msgd"): scoped(HIGH, "msgd", "task1")}
+    rows, _ = C.evaluate_claims([PREFER], t1, PROTOCOLS, n_boot=50)
+    r = rows.iloc[0]
+    assert r.family == "task1" and r.verdict == "holds" and r["diff"] == pytest.approx(0.02 - 0.27)
+    assert "no seen metrics in some runs (ngm: 3 of 3 runs" in r.note and r.note.endswith("so judged on task1")
+
+
+def test_groups_that_mix_scopes_are_judged_on_the_family_they_share_for_both_sides():
+    """NGM-SGD evaluated on every seen task, MSGD on task 1 only: both sides use task1 (the seen runs
+    have it too), never seen on one side and task1 on the other."""
+    mixed = {("split_mnist", "ngm"): scoped(LOW, "ngm", "seen"), ("split_mnist", "msgd"): scoped(HIGH, "msgd", "task1")}
+    rows, _ = C.evaluate_claims([PREFER], mixed, PROTOCOLS, n_boot=50)
+    r = rows.iloc[0]
+    assert r.family == "task1" and r["diff"] == pytest.approx(0.02 - 0.27)  # task-1 values on both sides
+    assert "msgd: 3 of 3 runs" in r.note and "ngm:" not in r.note
+    # a single family (the old form, still valid) that one side lacks: not run, as before
+    single = dict(PREFER, family="seen")
+    rows, _ = C.evaluate_claims([single], mixed, PROTOCOLS, n_boot=50)
+    assert rows.verdict.tolist() == ["not run"] and rows.family.iloc[0] == "seen"
+    # no family of the list is had by all: not run, naming each
+    none = dict(PREFER, family=["seen"])
+    rows, _ = C.evaluate_claims([none], mixed, PROTOCOLS, n_boot=50)
+    assert rows.verdict.iloc[0] == "not run" and "no seen metrics" in rows.note.iloc[0]
+
+
+def test_a_gain_slope_on_two_contexts_is_reported_and_says_so():
+    g = R.Group("split_mnist", "ngm", {"builder": "mnist"})
+    for i, (g1, g2) in enumerate([(1.5, 1.9), (1.4, 1.95), (1.6, 2.0), (1.5, 1.85)]):
+        g.runs.append((dict(run("ngm", 42 + i), n_contexts=2), {}, None))
+        g.cache.setdefault(("gain", "gain_1"), []).append(g1)
+        g.cache.setdefault(("gain", "gain_2"), []).append(g2)
+    g.cache[("gain", "gain_1")], g.cache[("gain", "gain_2")] = (np.array(g.cache[("gain", k)]) for k in ("gain_1", "gain_2"))
+    claim = {"id": "4a", "text": "rises", "kind": "slope", "family": "gain", "metric": "gain", "method": "ngm",
+             "slope": "positive", "benchmarks": ["split_mnist"]}
+    rows, _ = C.evaluate_claims([claim], {("split_mnist", "ngm"): g}, PROTOCOLS, n_boot=50)
+    r = rows.iloc[0]
+    assert r.verdict == "holds" and r["diff"] == pytest.approx(np.mean([0.4, 0.55, 0.4, 0.35]))  # g2 - g1 per seed
+    assert "rests on 2 contexts: a slope through two points" in r.note and r.family == "gain"
+
+
+def test_look_alike_data_is_named_in_the_comparable_column():
+    """A dataset entry's `lookalike` (its files are not the originals: a JPEG re-encoding) is named
+    beside every verdict on it, whatever its builder's own checks say."""
+    g = group(VALUES)
+    g.dataset = {"builder": "mnist", "lookalike": "JPEG re-encodings of the original images"}
+    r = row({("split_mnist", "ngm"): g}, reference(0.0215))
+    assert r.comparable == ("not the paper's protocol: look-alike data, not the original files: "
+                            "JPEG re-encodings of the original images")
+    assert R.comparability(group(VALUES), V1) == []  # the same runs on the originals: comparable
+
+
+def test_lookalike_is_a_dataset_key_for_every_builder_and_no_builder_option():
+    from stabgap.config import ConfigError, check_config, dataset_options, validate_schema
+
+    cfg = {"results": "results", "datasets": {"mnist5k": {"builder": "mnist5k", "lookalike": "a test"}},
+           "benchmarks": {"split_mnist": {"dataset": "mnist5k", "iters_per_context": 2, "batch_size": 4, "eta": 0.1}},
+           "methods": {"sgd": {}}, "seeds": [1]}
+    validate_schema(cfg)
+    check_config(cfg)  # accepted for a builder whose signature has no such option
+    assert "lookalike" not in dataset_options(cfg["datasets"]["mnist5k"])
+    assert "builder" not in dataset_options(cfg["datasets"]["mnist5k"])
+    cfg["datasets"]["mnist5k"]["lookalike"] = ""
+    with pytest.raises(ConfigError, match="lookalike"):
+        validate_schema(cfg)

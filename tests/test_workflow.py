@@ -233,6 +233,16 @@ BENCHMARKS["permuted_mnist"] = dataclasses.replace(
     assert trained and all("/permuted_mnist/" in p for p in trained)
 
 
+def test_declaring_look_alike_data_reruns_only_the_verdict(tiny_run):
+    """`lookalike` is no builder option: declaring it changes no data file, only what the
+    reproduction stage says beside its verdicts."""
+    work, _, _ = tiny_run
+    changed = json.loads(json.dumps(TINY))
+    changed["datasets"]["mnist5k"]["lookalike"] = "a test's declaration"
+    out = snakemake(work, "--configfile", str(write_config(work / "lookalike.yaml", changed)), "-n")
+    assert planned(out.stdout) == {"reproduction": 1, "all": 1}
+
+
 def test_full_config_plans_completely(tmp_path):
     # -X importtime lists every module the process imports: planning the full config imports no torch
     out = snakemake(REPO, "-n", "--config", f"results={tmp_path}/full", python=[sys.executable, "-X", "importtime"])

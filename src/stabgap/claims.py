@@ -25,13 +25,34 @@ from .comparison import Group, _num, comparability, comparable, protocol_for
 
 
 
-def per_seed_values(group: Group, claim: dict) -> np.ndarray:
+def families(claim: dict) -> list[str]:
+    """A claim's metric families in order of preference: `family` is one name or a list of them."""
+    family = claim.get("family", "")
+    return [family] if isinstance(family, str) else list(family)
+
+
+def choose_family(claim: dict, groups: list[Group]) -> tuple[str | None, str]:
+    """The first of the claim's families that every compared group has, for both sides, and a note:
+    why a preferred family was passed over (e.g. runs evaluated on task 1 only have no seen metrics;
+    where the groups mix scopes, the family they share is the one used). (None, why) when none is
+    had by all."""
+    passed = []
+    for family in families(claim):
+        missing = [f"{g.method}: {m}" for g in groups if (m := g.missing(family))]
+        if not missing:
+            note = "; ".join(passed)
+            return family, (f"{note}; so judged on {family}" if note else "")
+        passed.append(f"no {family} metrics in some runs (" + "; ".join(missing) + ")")
+    return None, "; ".join(passed)
+
+
+def per_seed_values(group: Group, claim: dict, family: str | None = None) -> np.ndarray:
     if claim["kind"] == "slope":
         slopes = []
         for g in zip(*[group.per_seed("gain", f"gain_{k}") for k in range(1, _n_stages(group) + 1)]):
             slopes.append(np.polyfit(np.arange(1, len(g) + 1), g, 1)[0] if len(g) > 1 else math.nan)
         return np.array(slopes)
-    return group.per_seed(claim["family"], claim["metric"])
+    return group.per_seed(family or families(claim)[0], claim["metric"])
 
 
 def _n_stages(group: Group) -> int:
@@ -155,33 +176,37 @@ def evaluate_claims(claims: list[dict], groups: dict, protocols: dict, alpha: fl
             mine = groups.get((bench, claim["method"]))
             others = [groups.get((bench, v)) for v in versus if v is not None]
             base = {"claim": str(claim["id"]), "text": claim["text"], "benchmark": bench, "method": claim["method"],
-                    "versus": "", "n": 0, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                    "versus": "", "family": "", "n": 0, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                     "p_welch": math.nan, "p_mwu": math.nan, "tests": "", "margin": claim.get("margin", math.nan),
                     "comparable": "", "note": ""}
             if mine is None or mine.n < 2 or any(o is None or o.n < 2 for o in others):
                 claim_rows.append({**base, "versus": ", ".join(v for v in versus if v), "verdict": "not run",
                                    "note": "needs at least 2 seeds of every method"})
                 continue
-            missing = [g.missing(claim.get("family", "")) for g in [mine] + others]
-            if any(missing):
+            family, note = choose_family(claim, [mine] + others)
+            if family is None:
                 claim_rows.append({**base, "versus": ", ".join(v for v in versus if v), "verdict": "not run",
-                                   "note": f"no {claim['family']} metrics in some runs ("
-                                           + "; ".join(m for m in missing if m) + ")"})
+                                   "family": " or ".join(families(claim)), "note": note})
                 continue
+            base.update(family=family, note=note)
+            if claim["kind"] == "slope":
+                n_contexts = _n_stages(mine)
+                base["note"] = "; ".join(filter(None, [note, f"rests on {n_contexts} contexts" + (
+                    ": a slope through two points, the gain's change from context 1 to 2" if n_contexts == 2 else "")]))
             protocol = protocol_for(bench, protocols)
             reasons = comparability(mine, protocol) if protocol else ["no paper protocol for this benchmark"]
             for o in others:
                 reasons += [r for r in (comparability(o, protocol) if protocol else []) if r not in reasons]
-            a = per_seed_values(mine, claim)
+            a = per_seed_values(mine, claim, family)
             if claim["kind"] == "slope":
                 results = [(None, test_slope(a, claim["slope"], claim.get("margin", 0.0), alpha, n_boot, seed))]
             else:
                 if claim.get("versus_best"):
                     best = max if claim["better"] == "higher" else min
-                    others = [best(others, key=lambda g: np.nanmean(per_seed_values(g, claim)))]
+                    others = [best(others, key=lambda g: np.nanmean(per_seed_values(g, claim, family)))]
                 results = []
                 for o in others:
-                    b = per_seed_values(o, claim)
+                    b = per_seed_values(o, claim, family)
                     if claim["kind"] == "superiority":
                         res = test_superiority(a, b, claim["better"], alpha, n_boot, seed)
                     else:
@@ -218,8 +243,8 @@ def claims_display(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         p=[f"{t}: " + _num(a, 4) + (f", {_num(b, 4)}" if math.isfinite(b) else "") if math.isfinite(a) else ""
            for t, a, b in zip(rows.tests.fillna(""), rows.p_welch, rows.p_mwu)])
     lines = lines.merge(summary[["claim", "summary"]], on="claim")
-    return lines[["claim", "summary", "benchmark", "comparison", "n", "difference", "p", "verdict", "comparable",
-                  "note"]].rename(columns={"difference": "difference [95% CI]", "n": "seeds", "verdict": "on our runs"})
+    return lines[["claim", "summary", "benchmark", "comparison", "family", "n", "difference", "p", "verdict",
+                  "comparable", "note"]].rename(columns={"difference": "difference [95% CI]", "n": "seeds", "verdict": "on our runs"})
 
 
 CLAIMS_CAPTION = ("The paper's claims tested on our per-seed values: one-sided Welch and Mann-Whitney U tests "

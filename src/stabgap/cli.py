@@ -120,7 +120,7 @@ def cmd_sweep_table(a) -> None:
 
 def cmd_run(a) -> None:
     """One benchmark × method × seed outside Snakemake, building its data and stream if missing."""
-    from .config import data_root, load_config, run_config
+    from .config import data_root, dataset_options, load_config, run_config
     from .data import build_canonical
     from .streams import build_stream_file
     from .job import train_and_save
@@ -131,13 +131,14 @@ def cmd_run(a) -> None:
             raise SystemExit(f"error: {key[:-1]} {name!r} is not in {a.config} (there: {', '.join(config[key])})")
     results = Path(config["results"])
     bench = config["benchmarks"][a.benchmark]
-    ds = dict(config["datasets"][bench["dataset"]])
+    ds = config["datasets"][bench["dataset"]]
     data_path = results / "data" / f"{bench['dataset']}.pt"
     if not data_path.exists():
-        build_canonical(ds.pop("builder"), data_path, source_dir=str(Path(data_root(config)) / bench["dataset"]), **ds)
+        build_canonical(ds["builder"], data_path, source_dir=str(Path(data_root(config)) / bench["dataset"]),
+                        **dataset_options(ds))
     stream_path = results / "streams" / f"{a.benchmark}.pt"
     if not stream_path.exists():
-        build_stream_file(a.benchmark, data_path, stream_path, bench["stream"])
+        build_stream_file(a.benchmark, data_path, stream_path, bench.get("stream"))
     out_dir = Path(a.out) if a.out else results / "runs" / a.benchmark / a.method / f"seed{a.seed}"
     run = run_config(config, a.benchmark, a.method, a.seed)
     summary = train_and_save(run, stream_path, out_dir)

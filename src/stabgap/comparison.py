@@ -166,6 +166,8 @@ def comparability(group: Group, protocol: dict, curves: bool = False) -> list[st
     builder = group.dataset.get("builder")
     if bench.get("dataset") and builder != bench["dataset"]:
         reasons.append(f"dataset {builder}, the paper's {bench['dataset']}")
+    if group.dataset.get("lookalike"):
+        reasons.append(f"look-alike data, not the original files: {group.dataset['lookalike']}")
     if group.dataset.get("check_md5") is False:
         reasons.append("md5 checks off: the data are not verified to be the original files")
     if not group.runs:

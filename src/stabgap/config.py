@@ -73,6 +73,16 @@ def validate_schema(config: dict, schema_path: Path = SCHEMA) -> None:
         raise ConfigError("invalid config:\n" + "\n".join(lines))
 
 
+# the keys of a config's dataset entry that are not options of its builder
+DATASET_KEYS = ("builder", "lookalike")
+
+
+def dataset_options(entry: dict) -> dict:
+    """The builder options of a config's dataset entry: every key but DATASET_KEYS (what the data
+    job passes to the builder, and so what reruns it)."""
+    return {k: v for k, v in entry.items() if k not in DATASET_KEYS}
+
+
 def load_plugins(names) -> None:
     """Import the plugin modules a config names (each registers methods, benchmarks or datasets)."""
     for name in names:
@@ -104,7 +114,7 @@ def check_stream(config: dict, name: str) -> None:
                           f"(fix the config; nothing was run)")
     # its tasks cut from labels in the dataset's layout: a task key that nothing reads, or contexts
     # that fail on these parameters, stop here rather than in the stream's job
-    options = {k: v for k, v in dataset.items() if k != "builder" and k in builder_options(dataset["builder"])}
+    options = {k: v for k, v in dataset_options(dataset).items() if k in builder_options(dataset["builder"])}
     try:
         sizes = BENCHMARKS[name].stream_test_sizes(bench.get("stream"), source, options)
     except ValueError as err:
@@ -144,8 +154,8 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"datasets.{name}.builder: unknown builder {ds['builder']!r}; "
                               f"known: {', '.join(DATASETS)}")
         accepted = builder_options(ds["builder"])
-        for key in ds:
-            if key != "builder" and key not in accepted:
+        for key in dataset_options(ds):
+            if key not in accepted:
                 raise ConfigError(f"datasets.{name}.{key}: not an option of the {ds['builder']!r} builder; "
                                   f"it accepts: {', '.join(accepted) or '(none)'}")
     abl = config.get("ablations") or {}
@@ -246,7 +256,7 @@ def missing_raw_data(config: dict, results: str, names=None) -> list[str]:
         if (Path(results) / "data" / f"{name}.pt").exists():
             continue
         source_dir = Path(data_root(config)) / name
-        options = {k: v for k, v in ds.items() if k != "builder"}
+        options = dataset_options(ds)
         for item in missing_raw_files(ds["builder"], source_dir, **options):
             out.append(f"datasets.{name}: {item}")
     return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+from .config import dataset_options
 from .schedule import Schedule
 
 
@@ -41,7 +42,7 @@ def dataset_facts(dataset: dict) -> tuple[tuple[int, int, int], list[int]]:
     from .data import get_source
 
     source = get_source(dataset["builder"])
-    return source.image, source.test_per_class({k: v for k, v in dataset.items() if k != "builder"})
+    return source.image, source.test_per_class(dataset_options(dataset))
 
 
 def stream_test_sizes(benchmark: str, stream: dict | None, dataset: dict) -> list[int]:
@@ -50,7 +51,7 @@ def stream_test_sizes(benchmark: str, stream: dict | None, dataset: dict) -> lis
     from .benchmarks import get_benchmark
     from .data import get_source
 
-    options = {k: v for k, v in dataset.items() if k != "builder"}
+    options = dataset_options(dataset)
     return get_benchmark(benchmark).stream_test_sizes(stream, get_source(dataset["builder"]), options)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .claims import CLAIMS_CAPTION, claims_display, evaluate_claims
 from .comparison import COMPARISON_CAPTION, compare, comparison_display, load_groups, load_reference
-from .curves import CURVES_CAPTION, compare_curves, curves_display, load_curves
+from .curves import CURVES_CAPTION, compare_curves, curves_display, load_curves, load_seed_curves
 from .fileio import atomic_write_text
 from .reference import load_claims, load_protocols
 
@@ -30,7 +30,7 @@ def write_reproduction(run_dirs, out_dir, datasets: dict, reference=None, claims
     comp = compare(groups, ref, protocols, n_boot=n_boot, k=k, seed=seed)
     rows, summary = evaluate_claims(load_claims(claims), groups, protocols, alpha=alpha, n_boot=n_boot, seed=seed)
     paper_curves = load_curves(reference)
-    curve_rows, stage_rows = compare_curves(groups, paper_curves, protocols)
+    curve_rows, stage_rows = compare_curves(groups, paper_curves, protocols, load_seed_curves(reference))
     written = []
     for name, long, wide, caption in (("comparison", comp, comparison_display(comp), COMPARISON_CAPTION),
                                       ("claims", rows, claims_display(rows, summary), CLAIMS_CAPTION),

@@ -13,6 +13,7 @@ from stabgap.config import (
     check_config,
     config_hash,
     data_root,
+    dataset_options,
     experiment_runs,
     missing_raw_data,
     run_config,
@@ -144,11 +145,11 @@ def stream_params(wildcards):
     return json.dumps(stream_config(config, wildcards.benchmark), sort_keys=True)
 
 
-def dataset_options(wildcards):
-    ds = {
-        k: v for k, v in config["datasets"][wildcards.dataset].items() if k != "builder"
-    }
-    return json.dumps(ds, sort_keys=True)
+def builder_options(wildcards):
+    """The data rule's options: the builder's (not `lookalike`, which changes no file)."""
+    return json.dumps(
+        dataset_options(config["datasets"][wildcards.dataset]), sort_keys=True
+    )
 
 
 def run_params(wildcards):

@@ -18,7 +18,7 @@ rule data:
         **RESOURCES["data"],
     params:
         builder=lambda w: config["datasets"][w.dataset]["builder"],
-        options=dataset_options,
+        options=builder_options,
     shell:
         "python -m stabgap data --builder {params.builder} --name {wildcards.dataset}"
         " --options {params.options:q} --out {output.data} > {log} 2>&1"

@@ -16,7 +16,7 @@ import tempfile
 
 import torch
 
-from stabgap.config import load_config, run_config
+from stabgap.config import dataset_options, load_config, run_config
 from stabgap.data import build_canonical
 from stabgap.data.canonical import load_canonical
 from stabgap.metrics import run_metrics
@@ -39,10 +39,11 @@ def main():
     config = load_config(a.config)
     run = run_config(config, a.benchmark, a.method, a.seed)
     name = config["benchmarks"][a.benchmark]["dataset"]
-    ds = dict(config["datasets"][name])
+    ds = config["datasets"][name]
     root = os.environ.get("STABGAP_DATA_ROOT")
     with tempfile.TemporaryDirectory() as tmp:
-        build_canonical(ds.pop("builder"), f"{tmp}/d.pt", source_dir=os.path.join(root, name) if root else None, **ds)
+        build_canonical(ds["builder"], f"{tmp}/d.pt", source_dir=os.path.join(root, name) if root else None,
+                        **dataset_options(ds))
         stream = build_stream(a.benchmark, load_canonical(f"{tmp}/d.pt"), config["benchmarks"][a.benchmark]["stream"])
     method = resolve_method(run["method"], run["method_settings"])
     logs = {}

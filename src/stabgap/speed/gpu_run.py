@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from stabgap.config import experiment_runs, load_config, run_config
+from stabgap.config import dataset_options, experiment_runs, load_config, run_config
 
 
 def sh(*args: str) -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     out = a.out
     runs = experiment_runs(config)["main"]
     for name, ds in config["datasets"].items():
-        options = {k: v for k, v in ds.items() if k != "builder"}
+        options = dataset_options(ds)
         sh("data", "--builder", ds["builder"], "--name", name, "--options", json.dumps(options),
            "--out", f"{out}/data/{name}.pt")
     run_dirs = []
