@@ -262,6 +262,18 @@ def test_full_config_plans_completely(tmp_path):
         assert f"data/{ds}.pt" in out.stdout
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_config_in_configs_passes_the_check_and_plans(name, tmp_path):
+    """Each preset of configs/ is a valid config that plans its runs (a dry run, without its data:
+    data staged by hand is warned of, not required)."""
+    from stabgap.config import load_config
+
+    load_config(REPO / "configs" / name)
+    out = snakemake(REPO, "-n", "--configfile", str(REPO / "configs" / name), "--config", f"results={tmp_path}/r")
+    jobs = planned(out.stdout)
+    assert jobs.get("train", 0) + sum(v for k, v in jobs.items() if k.startswith("train_")) > 0, out.stdout[-2000:]
+
+
 def test_full_config_with_multi_run_batching_batches_every_benchmark(tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["compute"]["batch_runs"] = 5
