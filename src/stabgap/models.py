@@ -237,8 +237,13 @@ class ResNet(ModelBatch):
         self._init_gains(gains)
 
     def use_memory_format(self, memory_format: torch.memory_format) -> None:
+        """The convolutions' weights in this layout, values unchanged (what Module.to(memory_format=)
+        does to a 4-D parameter, written out: it also works on the fake tensors of
+        tests/test_cuda_fake.py, where Module.to cannot swap their parameters)."""
         self.memory_format = memory_format
-        self.backbones.to(memory_format=memory_format)
+        for p in self.backbones.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=memory_format)
 
     def modulated(self) -> dict[str, GainLinear]:
         return {"head": self.head}
