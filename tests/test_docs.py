@@ -5,7 +5,9 @@ configs/demo.yaml is the demo shrunk to a few iterations (same keys, same lines)
 reproduction and the SLURM commands as dry runs, commands that need data the user stages as dry runs
 (or, for the speed harness on MNIST, only where the full MNIST is staged), the rest for real; the
 speed harness's what-ifs skip its best-rate search, which the plain command before them runs. A
-command no rule below covers fails the test: a new command in the docs must be classified here.
+command meant to exit non-zero here (the preflight check of the full config, without its data) must
+exit so, saying why. A command no rule below covers fails the test: a new command in the docs must be
+classified here.
 """
 
 import os
@@ -27,6 +29,11 @@ NOT_RUN = {
     "src/stabgap/speed/gpu.sh": "needs a GPU machine (its --cpu-check rehearsal takes over 10 minutes)",
     "mkdir -p /data/stabgap/mnist": "stages the user's own files",
     "cp train-images-idx3-ubyte.gz": "stages the user's own files",
+}
+# Commands meant to exit non-zero here, with the status and the words their output must hold.
+EXPECTED_TO_FAIL = {
+    "python -m stabgap doctor --config config.yaml": (1, "| data | miniimagenet | FAILURE |",
+                                                      "no data of the full reproduction is staged here"),
 }
 WHAT_IF = ("layout", "eval-batch", "bf16", "precision")  # the speed harness's what-if options
 DRY = ("workflow/profiles/", "snakemake --cores all", "STABGAP_DATA_ROOT=/data/stabgap snakemake")
@@ -82,10 +89,13 @@ def run(root: Path, command: str, timeout: int = 900) -> subprocess.CompletedPro
 
 
 def prepared(command: str) -> tuple[str, str]:
-    """(how it is run, the command to run): "skip" with the reason, "dry" or "real"."""
+    """(how it is run, the command to run): "skip" with the reason, "dry", "real", or "fails" (a
+    command meant to exit non-zero here: EXPECTED_TO_FAIL)."""
     for key, why in NOT_RUN.items():
         if key in command:
             return "skip", why
+    if command in EXPECTED_TO_FAIL:
+        return "fails", command
     if "pip install" in command:  # the install is CI's own set-up: run what follows it
         command = command.split("&&")[-1].strip()
         if command in NOT_RUN:
@@ -119,6 +129,12 @@ def test_the_commands_work_as_written(checkout):
             skipped.append(f"{name}: {command[:60]} ({what})")
             continue
         out = run(checkout, what)
+        if kind == "fails":
+            status, words, _ = EXPECTED_TO_FAIL[what]
+            if out.returncode != status or words not in out.stdout + out.stderr or "Traceback" in out.stderr:
+                failures.append(f"{name}: {what} (meant to exit {status} with {words!r})\n{out.stdout[-1500:]}\n"
+                                f"{out.stderr[-1500:]}")
+            continue
         if out.returncode != 0 or "Traceback" in out.stderr:
             failures.append(f"{name}: {what}\n{out.stdout[-1500:]}\n{out.stderr[-1500:]}")
         elif kind == "dry" and "snakemake" in what:

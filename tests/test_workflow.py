@@ -243,6 +243,19 @@ def test_declaring_look_alike_data_reruns_only_the_verdict(tiny_run):
     assert planned(out.stdout) == {"reproduction": 1, "all": 1}
 
 
+def test_the_doctor_target_checks_the_workflows_config_and_is_no_part_of_all(tiny_run):
+    """`snakemake doctor`: the preflight check of the config Snakemake holds, on the machine that
+    runs the jobs; its report under results; never planned by the default target."""
+    work, cfg, _ = tiny_run
+    snakemake(work, "--configfile", str(cfg), "--cores", "2", "doctor")
+    report = (work / "results" / "doctor.md").read_text()
+    assert "# Will it run here? the workflow config" in report and "0 failure(s)" in report
+    assert "| speed | predicted wall time | ok |" in report and "with --cores 2" in report
+    assert (work / "results" / "logs" / "doctor.log").read_text().startswith("# Will it run here?")
+    dry = snakemake(work, "--configfile", str(cfg), "-n")
+    assert "doctor" not in planned(dry.stdout)
+
+
 def test_full_config_plans_completely(tmp_path):
     # -X importtime lists every module the process imports: planning the full config imports no torch
     out = snakemake(REPO, "-n", "--config", f"results={tmp_path}/full", python=[sys.executable, "-X", "importtime"])

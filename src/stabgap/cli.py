@@ -214,6 +214,27 @@ def cmd_list(a) -> None:
     print("Method's defaults (a method's settings not named above): " + settings(default.settings()))
 
 
+def cmd_doctor(a) -> None:
+    """Will it run here? (stabgap.doctor): exit status 1 when a check fails that would stop the run."""
+    import os
+
+    from . import doctor
+    from .config import ConfigError, load_config, validate_schema, check_config
+
+    try:
+        if a.config_json:  # the workflow's config as Snakemake holds it (the doctor rule)
+            config = json.loads(a.config_json)
+            validate_schema(config)
+            check_config(config)
+            name = a.config_name or "the workflow's config"
+        else:
+            config = load_config(a.config)
+            name = a.config
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}")
+    raise SystemExit(doctor.main(config, name, a.cores or os.cpu_count() or 1, a.out, a.timeout, not a.no_speed))
+
+
 def cmd_rerun_check(a) -> None:
     from .rerun import rerun_check
 
@@ -321,6 +342,18 @@ def main(argv=None) -> None:
                    help="your GPU's achieved TFLOP/s, used for both networks in the 'gpu' column")
     s.add_argument("--out", default=None, help="also write <out>.md and <out>.csv")
     s.set_defaults(func=cmd_cost)
+
+    s = sub.add_parser("doctor", help="will it run here? software, device, data, disk, speed and the GPU path, "
+                                      "checked before a long reproduction")
+    s.add_argument("--config", default="config.yaml")
+    s.add_argument("--config-json", default=None, help=argparse.SUPPRESS)  # the workflow's rule passes its config
+    s.add_argument("--config-name", default=None, help=argparse.SUPPRESS)
+    s.add_argument("--cores", type=int, default=None,
+                   help="cores the workflow will use (snakemake --cores; default: all of this machine's)")
+    s.add_argument("--out", default=None, help="the Markdown report (default: <results>/doctor.md)")
+    s.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a download server")
+    s.add_argument("--no-speed", action="store_true", help="skip the timing, the wall-time prediction and the GPU proof")
+    s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("list", help="every registered method, benchmark, network and data source, with its defaults")
     s.add_argument("--config", default=None, help="a config whose plugins to register first (and whose entries to mark)")

@@ -39,4 +39,32 @@ rule repro_check:
     run:
         note = "note: the target repro_check is now rerun_check; the old name still works and will be removed"
         print(note, file=sys.stderr)
-        Path(log[0]).write_text(note + "\n")
+        Path(log[0]).write_text(f"{note}\n")
+
+
+# Will it run here? The preflight check of this config on the machine that runs the jobs
+# (`snakemake doctor`; python -m stabgap doctor, stabgap/doctor.py): software, device, data, disk,
+# speed and the predicted wall time, the GPU path. No output file of its own for Snakemake: it runs
+# whenever it is asked for, and never as part of `all`. Its report is printed and written to
+# <results>/doctor.md; the job fails when a check fails that would stop the run.
+rule doctor:
+    log:
+        f"{RESULTS}/logs/doctor.log",
+    conda:
+        ENV
+    threads: config["compute"]["threads"]
+    resources:
+        mem_mb=max(train_mem_mb(b) for b in BENCHMARKS),
+        runtime=30,
+        gpu=max(uses_gpu_bench(b) for b in BENCHMARKS),
+    params:
+        config=json.dumps(config),
+        cores=lambda w: (
+            f"--cores {workflow.resource_settings.cores}"
+            if isinstance(workflow.resource_settings.cores, int)
+            else ""
+        ),
+        out=f"{RESULTS}/doctor.md",
+    shell:
+        "python -m stabgap doctor --config-json {params.config:q} --config-name 'the workflow config'"
+        " {params.cores} --out {params.out} 2>&1 | tee {log}"

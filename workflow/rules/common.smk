@@ -159,11 +159,13 @@ def run_params(wildcards):
     return json.dumps(run, sort_keys=True)
 
 
-def train_mem(wildcards):
+def train_mem_mb(bench):
     """A benchmark's own memory for its training jobs, else the compute default."""
-    return config["benchmarks"][wildcards.benchmark].get(
-        "mem_mb", config["compute"]["train_mem_mb"]
-    )
+    return config["benchmarks"][bench].get("mem_mb", config["compute"]["train_mem_mb"])
+
+
+def train_mem(wildcards):
+    return train_mem_mb(wildcards.benchmark)
 
 
 def train_runtime(wildcards):
@@ -223,9 +225,7 @@ def batch_resource(bench, key, members):
     another: on a GPU a batch takes less), both growing with retries like the per-run rule.
     """
     if key == "mem_mb":
-        base = config["benchmarks"][bench].get(
-            "mem_mb", config["compute"]["train_mem_mb"]
-        )
+        base = train_mem_mb(bench)
         return lambda wildcards, attempt: retry_mem(base, attempt)
     v, s = members[0]
     base = runtime_minutes(config, run_config(config, bench, v, s), len(members))
@@ -261,7 +261,8 @@ def rerun_runtime():
 
 def sweep_files(wildcards):
     """Input function of table_lr_sweep: the sweep's runs; a config without an lr_sweep stops at
-    plan time, saying so (the target would otherwise plan a table of no runs, which fails)."""
+    plan time, saying so (the target would otherwise plan a table of no runs, which fails).
+    """
     if "lr_sweep" not in GROUPS:
         raise WorkflowError(
             "table_lr_sweep: this config has no lr_sweep section, so there is no sweep to tabulate; "

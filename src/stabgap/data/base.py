@@ -53,8 +53,13 @@ class Source:
     build(source_dir, **options) -> RawDataset; its keyword arguments are the options a config's
     `datasets:` entry may set. missing(source_dir, **options) -> one line per raw file that is not
     there and will not be downloaded. test_per_class(options) -> test images per class (the cost
-    model counts evaluation work with it). extra_labels(class ids) -> the dataset's further labels of
-    images of those classes, by name (CIFAR-100: "coarse"), for datasets that have any."""
+    model counts evaluation work with it); train_per_class(options) likewise for training images (the
+    disk a config needs). extra_labels(class ids) -> the dataset's further labels of images of those
+    classes, by name (CIFAR-100: "coarse"), for datasets that have any. check(source_dir, timeout,
+    **options) -> (status, what, what to do): the preflight's verdict on the raw files without
+    building anything (python -m stabgap doctor): "ok" (staged and verified, or missing and its
+    download reachable), "warning" (staged, not verified) or "failure" (missing and not to be had,
+    or not the original files)."""
     name: str
     image: tuple[int, int, int]  # C×H×W
     num_classes: int
@@ -63,14 +68,23 @@ class Source:
     test_per_class: Callable[[dict], list[int]]
     description: str = ""
     extra_labels: Callable[[np.ndarray], dict] | None = None
+    train_per_class: Callable[[dict], list[int]] | None = None
+    check: Callable[..., tuple[str, str, str]] | None = None
+
+    def images(self, options: dict) -> tuple[int, int]:
+        """(training, test) images of the dataset with these options (training: 0 when unknown)."""
+        train = sum(self.train_per_class(options)) if self.train_per_class else 0
+        return train, sum(self.test_per_class(options))
 
     def counting_labels(self, options: dict) -> Labels:
-        """Labels in this dataset's layout, without reading it: each class's test images (in class
-        order) and one training image per class, with the extra labels. What planning cuts a
-        benchmark's contexts from to count its test images (Benchmark.stream_test_sizes)."""
+        """Labels in this dataset's layout, without reading it: each class's test and training images
+        in class order (one training image a class where the entry does not say how many), with the
+        extra labels. What planning cuts a benchmark's contexts from to count its images
+        (Benchmark.stream_test_sizes, the disk a config needs)."""
         per_class = self.test_per_class(options)
-        train = np.arange(len(per_class), dtype=np.int64)
-        test = np.repeat(train, per_class)
+        classes = np.arange(len(per_class), dtype=np.int64)
+        test = np.repeat(classes, per_class)
+        train = np.repeat(classes, self.train_per_class(options)) if self.train_per_class else classes
         extra = {}
         if self.extra_labels is not None:
             for split, y in (("train", train), ("test", test)):

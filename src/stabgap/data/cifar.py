@@ -293,8 +293,41 @@ def _missing(variant):
     return missing
 
 
+def _check(variant):
+    def check(source_dir, timeout=5.0, download=False, check_md5=True, mirrors=CIFAR_MIRRORS, **_options):
+        """The preflight's verdict on the staged files (base.Source.check): the archive's md5, or each
+        extracted file's, or the mirrors' answer when nothing is staged."""
+        from .download import mb, md5_of, probe_mirrors
+
+        layout, folder = _cifar_layout(variant), Path(source_dir)
+        archive, extracted_folder = folder / layout.archive, folder / layout.folder
+        if not cifar_is_staged(folder, variant):
+            if not download:
+                return ("failure", f"neither {layout.archive} nor {layout.folder}/ is in {folder}",
+                        f"put one of them into {folder} ({CIFAR_HOME}), or set download: true")
+            got, failed = probe_mirrors([layout.archive], mirrors, timeout)
+            if failed:
+                return ("failure", f"missing in {folder}, and not reachable from here: {'; '.join(failed)}",
+                        f"download {layout.archive} elsewhere and copy it into {folder}")
+            url, size = got[layout.archive]
+            return "ok", f"missing; downloadable from {url} ({mb(size)})", ""
+        where = archive if archive.is_file() else extracted_folder
+        if not check_md5:
+            return "warning", f"staged ({where}); not verified (check_md5: false)", ""
+        if archive.is_file():
+            bad = [] if md5_of(archive) == layout.archive_md5 else [layout.archive]
+        else:
+            bad = [n for n in _cifar_files(layout) if md5_of(extracted_folder / n) != layout.file_md5[n]]
+        if bad:
+            return ("failure", f"not the original {layout.title} files: md5 differs for {', '.join(bad)} in {where}",
+                    "replace them with the original files (or set check_md5: false for a deliberate look-alike)")
+        return "ok", f"staged ({where}); md5 verified", ""
+    return check
+
+
 CIFAR10 = Source("cifar10", image=(3, 32, 32), num_classes=10, build=build_cifar10, missing=_missing("cifar10"),
-                 test_per_class=lambda options: [1000] * 10,
+                 test_per_class=lambda options: [1000] * 10, train_per_class=lambda options: [5000] * 10,
+                 check=_check("cifar10"),
                  description="cifar-10-python.tar.gz or its folder cifar-10-batches-py/; downloaded if download: true")
 # CIFAR-100's superclass (coarse label) of each fine class, in fine-label order: fixed by the dataset
 # (its meta file's fine and coarse label names), 5 fine classes per superclass
@@ -305,6 +338,6 @@ CIFAR100_COARSE = np.array([
     18, 1, 2, 15, 6, 0, 17, 8, 14, 13], dtype=np.int64)
 
 CIFAR100 = Source("cifar100", image=(3, 32, 32), num_classes=100, build=build_cifar100, missing=_missing("cifar100"),
-                  test_per_class=lambda options: [100] * 100,
-                  extra_labels=lambda fine: {"coarse": CIFAR100_COARSE[fine]},
+                  test_per_class=lambda options: [100] * 100, train_per_class=lambda options: [500] * 100,
+                  extra_labels=lambda fine: {"coarse": CIFAR100_COARSE[fine]}, check=_check("cifar100"),
                   description="cifar-100-python.tar.gz or its folder cifar-100-python/; coarse labels kept")

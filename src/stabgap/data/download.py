@@ -112,6 +112,59 @@ def download_file(folder, name: str, mirrors, md5: str, timeout: float = 10.0, s
                     f"If this machine is offline, {hint}")
 
 
+def probe(url: str, timeout: float = 5.0) -> tuple[int | None, str | None]:
+    """Whether `url` can be fetched from here, without fetching it: (its size in bytes, None) when
+    the server answers (size None if it does not say), (None, why not) otherwise. A HEAD request,
+    then a one-byte GET where HEAD is refused; `timeout` seconds per connection. (urllib, not
+    torchvision: torchvision has no such check.)"""
+    import urllib.request
+
+    def size_of(response) -> int | None:
+        total = response.headers.get("Content-Range", "").rpartition("/")[2]
+        value = total if total.isdigit() else response.headers.get("Content-Length")
+        return int(value) if value and value.isdigit() else None
+
+    errors = []
+    for method, headers in (("HEAD", {}), ("GET", {"Range": "bytes=0-0"})):
+        try:
+            request = urllib.request.Request(url, method=method, headers={"User-Agent": "stabgap-doctor", **headers})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return size_of(response), None
+        except urllib.error.HTTPError as e:
+            errors.append(f"HTTP {e.code} {e.reason}")
+            if e.code not in (403, 405, 501):
+                break
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            errors.append(f"{type(e).__name__}: {getattr(e, 'reason', e)}")
+            break
+    return None, "; ".join(errors)
+
+
+def probe_mirrors(names, mirrors, timeout: float = 5.0) -> tuple[dict, list[str]]:
+    """For each file name the first of `mirrors` that answers: ({name: (url, size)}, [errors of the
+    names no mirror answered for, each naming the URLs tried])."""
+    found, failed = {}, []
+    for i, name in enumerate(names):
+        if failed:  # no mirror answered for a file: the others would fare no better
+            failed.append(f"{len(names) - i} more not tried")
+            break
+        tried = []
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + "/" + name
+            size, error = probe(url, timeout)
+            if error is None:
+                found[name] = (url, size)
+                break
+            tried.append(f"{url}: {error}")
+        else:
+            failed.append(f"{name} ({'; '.join(tried) or 'no mirrors'})")
+    return found, failed
+
+
+def mb(size: int | None) -> str:
+    return "size not given" if size is None else f"{size / 1e6:,.0f} MB"
+
+
 def check_gzip_stream(path, fix: str) -> None:
     """Read a gzip file to its end, so that its length and CRC trailer are checked; DataError if
     it is truncated or damaged. Needed where no md5 is checked: tarfile stops at the tar end

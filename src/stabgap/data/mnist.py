@@ -184,6 +184,41 @@ def missing(source_dir, download=False, **_options) -> list[str]:
     return [f"{n}(.gz) is not in {source_dir}" for n, p in find_mnist_files(source_dir).items() if p is None]
 
 
+def check(source_dir, timeout=5.0, download=False, check_md5=True, mirrors=MNIST_MIRRORS, **_options):
+    """The preflight's verdict on the staged files (base.Source.check): each file's md5 of its
+    uncompressed bytes, or the mirrors' answer for the missing ones."""
+    from .download import mb, probe_mirrors
+
+    folder = Path(source_dir)
+    found = find_mnist_files(folder)
+    missing_names = [n for n, p in found.items() if p is None]
+    if missing_names:
+        if not download:
+            return ("failure", f"missing in {folder}: {', '.join(missing_names)}",
+                    f"put the four MNIST IDX files (gzipped or not) into {folder}, or set download: true")
+        got, failed = probe_mirrors([n + ".gz" for n in missing_names], mirrors, timeout)
+        if failed:
+            return ("failure", f"missing in {folder}, and not reachable from here: {'; '.join(failed)}",
+                    f"download {', '.join(n + '.gz' for n in missing_names)} elsewhere and copy them into {folder}")
+        sizes = [size for _, size in got.values()]
+        total = sum(sizes) if None not in sizes else None
+        return "ok", f"missing; downloadable from {next(iter(got.values()))[0].rsplit('/', 1)[0]}/ ({mb(total)})", ""
+    if not check_md5:
+        return "warning", f"staged in {folder}; not verified (check_md5: false)", ""
+    bad = []
+    for name, path in found.items():
+        with _plain(path) as plain:
+            if md5_of(plain) != MNIST_RAW_MD5[name]:
+                bad.append(path.name)
+    if bad:
+        return ("failure", f"not the original MNIST files in {folder}: md5 differs for {', '.join(bad)}",
+                "replace them with the original files (or set check_md5: false for a deliberate look-alike)")
+    return "ok", f"staged in {folder}; md5 verified (4 files)", ""
+
+
+MNIST_TRAIN_PER_CLASS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+
 SOURCE = Source("mnist", image=(1, 28, 28), num_classes=10, build=build, missing=missing,
                 test_per_class=lambda options: list(MNIST_TEST_PER_CLASS),
+                train_per_class=lambda options: list(MNIST_TRAIN_PER_CLASS), check=check,
                 description="the four MNIST IDX files (gzipped or plain); downloaded if missing and download: true")

@@ -103,7 +103,7 @@ def best_rates(arch, image: tuple[int, int, int], num_classes: int, device, seco
     return best
 
 
-class _TimedEvaluator:
+class TimedEvaluator:
     """The trainer's evaluator, timed (device-synchronised), so training and evaluation are timed apart."""
 
     def __init__(self, evaluator, device):
@@ -144,6 +144,23 @@ def load_data(benchmark: str, config: dict, data_root: str | None):
         raise SystemExit(f"error: give --data-root (or set STABGAP_DATA_ROOT): a folder with {name}/ holding the "
                          "four MNIST IDX files")
     return synthetic_canonical(builder), "synthetic"  # 100 training and 20 test images a class
+
+
+def time_slice(trainers, start: int, stop: int) -> tuple[float, float, float]:
+    """Train each trainer (evaluator already a TimedEvaluator) from iteration `start` to `stop`, the
+    earlier iterations skipped, not trained (an iteration's time depends on its context, not on the
+    weights): (wall, training, evaluation) seconds, waiting for the device at the end."""
+    t0 = time.perf_counter()
+    for tr in trainers:
+        tr.iteration = start
+        for r in tr.runs:
+            r.iteration = start
+        while tr.iteration < stop:
+            tr.step()
+        tr.records.train_loss.sum().item()  # wait for the device
+    wall = time.perf_counter() - t0
+    eval_s = sum(tr.evaluator.seconds for tr in trainers)
+    return wall, wall - eval_s, eval_s
 
 
 def main(argv=None) -> None:
@@ -230,19 +247,9 @@ def main(argv=None) -> None:
     for tr in trainers:
         if a.layout:
             tr.models.use_memory_format(LAYOUTS[a.layout])
-        tr.evaluator = _TimedEvaluator(tr.evaluator, device)
+        tr.evaluator = TimedEvaluator(tr.evaluator, device)
     built = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for tr in trainers:
-        tr.iteration = start
-        for r in tr.runs:
-            r.iteration = start
-        while tr.iteration < stop:
-            tr.step()
-        tr.records.train_loss.sum().item()  # wait for the device
-    wall = time.perf_counter() - t0
-    eval_s = sum(tr.evaluator.seconds for tr in trainers)
-    train_s = wall - eval_s
+    wall, train_s, eval_s = time_slice(trainers, start, stop)
 
     bench = get_benchmark(a.benchmark)
     arch, image = get_arch(bench.net), trainers[0].data.image
