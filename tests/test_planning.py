@@ -209,3 +209,42 @@ def test_the_stream_rule_gets_the_benchmarks_defaults_under_the_configs_values()
     assert stream_config(cfg, "split_mnist") == {"classes": [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]}
     cfg["benchmarks"]["split_mnist"]["stream"] = {"classes": [[0, 1]]}
     assert stream_config(cfg, "split_mnist") == {"classes": [[0, 1]]}
+
+
+def test_figures_default_to_the_configs_benchmarks_of_each_kind_plugins_included(tmp_path):
+    """With no `figures:` (schema default null), figure 2 draws every class-incremental benchmark of
+    the config and figure 3 every domain-incremental one, a plugin's included; a list chooses."""
+    import dataclasses
+
+    cfg = config(1)
+    assert planning.figure_benchmarks(cfg, "class_incremental") == ["split_mnist", "split_cifar10"]
+    assert planning.figure_benchmarks(cfg, "domain_incremental") == []
+    BENCHMARKS["test_rotated_4"] = dataclasses.replace(BENCHMARKS["rotated_mnist"], name="test_rotated_4",
+                                                       defaults={"angles": [0, 45, 90, 135]})
+    try:
+        cfg["benchmarks"]["test_rotated_4"] = {"dataset": "mnist5k", "iters_per_context": 5, "batch_size": 8,
+                                               "eta": 0.5}
+        assert planning.figure_benchmarks(cfg, "domain_incremental") == ["test_rotated_4"]
+        cfg["figures"]["domain_incremental"] = []
+        assert planning.figure_benchmarks(cfg, "domain_incremental") == []
+    finally:
+        del BENCHMARKS["test_rotated_4"]
+
+
+def test_list_shows_every_registered_entry_and_the_configs_plugins(tmp_path):
+    (tmp_path / "my_plugin.py").write_text(
+        "from stabgap.methods import Method, register\n"
+        "register(Method('sgd_quarter', 'SGD at a quarter of the lr', lr=0.0025, label='SGD/4'))\n")
+    cfg = config(1, plugins=["my_plugin"])
+    cfg["methods"]["sgd_quarter"] = {}
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "stabgap", "list", "--config", str(tmp_path / "c.yaml")],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    assert "* sgd_quarter" in out and "[SGD/4] SGD at a quarter of the lr" in out and "lr=0.0025" in out
+    assert "    gain_bump" in out  # registered, not used by the config: no mark
+    for section in ("methods (", "benchmarks (", "networks (", "data sources"):
+        assert section in out
+    assert "* split_cifar10" in out and "* resnet18_slim" in out and "miniimagenet" in out

@@ -235,12 +235,12 @@ BENCHMARKS["permuted_mnist"] = dataclasses.replace(
 
 def test_declaring_look_alike_data_reruns_only_the_verdict(tiny_run):
     """`lookalike` is no builder option: declaring it changes no data file, only what the
-    reproduction stage says beside its verdicts."""
+    reproduction stage says beside its verdicts (and the cost table, which records the whole config)."""
     work, _, _ = tiny_run
     changed = json.loads(json.dumps(TINY))
     changed["datasets"]["mnist5k"]["lookalike"] = "a test's declaration"
     out = snakemake(work, "--configfile", str(write_config(work / "lookalike.yaml", changed)), "-n")
-    assert planned(out.stdout) == {"reproduction": 1, "all": 1}
+    assert planned(out.stdout) == {"reproduction": 1, "cost": 1, "all": 1}  # the cost table records the config
 
 
 def test_the_doctor_target_checks_the_workflows_config_and_is_no_part_of_all(tiny_run):
@@ -254,6 +254,19 @@ def test_the_doctor_target_checks_the_workflows_config_and_is_no_part_of_all(tin
     assert (work / "results" / "logs" / "doctor.log").read_text().startswith("# Will it run here?")
     dry = snakemake(work, "--configfile", str(cfg), "-n")
     assert "doctor" not in planned(dry.stdout)
+
+
+def test_a_target_the_config_cannot_make_and_data_to_stage_by_hand_are_said_at_plan_time(tmp_path, monkeypatch):
+    """table_lr_sweep of a config without a sweep stops when planning, saying why (it used to plan
+    a job that failed); a dry run of the full config says which raw files must be staged by hand."""
+    monkeypatch.delenv("STABGAP_DATA_ROOT", raising=False)
+    cfg = write_config(tmp_path / "nosweep.yaml", {k: v for k, v in TINY.items() if k != "lr_sweep"})
+    out = snakemake(tmp_path, "--configfile", str(cfg), "-n", "table_lr_sweep", check=False)
+    assert out.returncode != 0
+    assert "table_lr_sweep: this config has no lr_sweep section" in out.stdout + out.stderr
+    full = snakemake(REPO, "-n", "--config", f"results={tmp_path}/full")
+    assert "warning: raw data missing; a run would stop here until it is staged" in full.stderr
+    assert "mini-imagenet-cache-train.pkl is not in" in full.stderr
 
 
 def test_full_config_plans_completely(tmp_path):
