@@ -385,38 +385,99 @@ def test_plain_install_runs_from_any_folder(tmp_path):
     assert summary["git_commit"] == "not a checkout" and summary["git_dirty"] is None
 
 
+# A dataset builder whose build waits until a file exists (a plugin of the test's): a workflow whose
+# data job is held mid-run, for as long as the test needs, with no timing involved.
+BLOCKING_PLUGIN = """
+import dataclasses
+import time
+from pathlib import Path
+
+from stabgap.benchmarks import BENCHMARKS, register as register_benchmark
+from stabgap.data import get_source, register
+
+MNIST5K = get_source("mnist5k")
+
+
+def build(source_dir=None, release="", test_per_class=100, seed=0):
+    Path(release + ".waiting").touch()  # the job has started, and waits
+    while not Path(release).exists():
+        time.sleep(0.05)
+    return MNIST5K.build(source_dir, test_per_class=test_per_class, seed=seed)
+
+
+register(dataclasses.replace(MNIST5K, name="held_mnist5k", build=build))
+register_benchmark(dataclasses.replace(BENCHMARKS["split_mnist"], name="held_split_mnist", data=()))
+"""
+
+
+@pytest.mark.alone
 def test_a_second_invocation_on_the_same_results_stops_at_once_with_what_to_do(tmp_path):
+    """While a first invocation runs a job (its data job, held until the test releases it), a second
+    on the same results stops at once, before any job, saying what to do. Snakemake checks for
+    incomplete outputs before it takes its lock: while the job has not written its output, the
+    second stops at the lock ("Directory cannot be locked", with --unlock); once the job has written
+    it but not yet ended (the moment a finished job's output waits for Snakemake to record it: here
+    the test writes the file the held job would), the second stops at that file ("Incomplete files",
+    advising --rerun-incomplete), and following the advice stops at the lock. Deterministic: the
+    first is inside its job for as long as the checks take, whatever the machine's speed."""
     import signal
     import time
 
-    cfg = write_config(tmp_path / "tiny.yaml", {k: v for k, v in TINY.items() if k not in ("ablations", "lr_sweep", "plugins")})
-    first = subprocess.Popen(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-                                          str(cfg), "--cores", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-    try:
-        locks = tmp_path / ".snakemake" / "locks"
-        deadline = time.monotonic() + 120
-        while not (locks.is_dir() and any(locks.iterdir())) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert any(locks.iterdir()), "the first invocation never took its lock"
-        # Snakemake 9 checks for incomplete outputs before it takes the lock: while one of the first
-        # invocation's jobs runs, the second stops with "Incomplete files ... --rerun-incomplete", between
-        # jobs with "Directory cannot be locked". Following the first advice must then stop at the lock.
+    (tmp_path / "held_plugin.py").write_text(BLOCKING_PLUGIN)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+
+    def held(release):
+        config = {"results": "results", "plugins": ["held_plugin"],
+                  "datasets": {"held": {"builder": "held_mnist5k", "release": str(release), "test_per_class": 20}},
+                  "benchmarks": {"held_split_mnist": {"dataset": "held", "iters_per_context": 2, "batch_size": 8,
+                                                      "eta": 0.4, "stream": {"classes": [[0, 1], [2, 3]]}}},
+                  "methods": {"sgd": {}}, "seeds": [1]}
+        cfg = write_config(tmp_path / "held.yaml", config)
+        first = subprocess.Popen(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                                              "--configfile", str(cfg), "--cores", "1", "all_data"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+        waiting = Path(str(release) + ".waiting")
+        deadline = time.monotonic() + 300  # a safety net only: the job waits for the release
+        while not waiting.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert waiting.exists() and first.poll() is None, "the first invocation never reached its data job"
+        return cfg, first
+
+    def again(cfg, *extra):
         start = time.monotonic()
-        second = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", check=False)
-        text = second.stdout + second.stderr
-        assert second.returncode != 0 and time.monotonic() - start < 60
-        locked = "Directory cannot be locked" in text and "--unlock" in text
-        incomplete = "Incomplete files" in text and "--rerun-incomplete" in text
-        assert locked or incomplete, text
-        third = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", "--rerun-incomplete", check=False)
-        assert first.poll() is None, "the first invocation ended before the others were tried"
-        text = third.stdout + third.stderr
-        assert third.returncode != 0 and time.monotonic() - start < 120
+        out = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", "all_data", *extra, check=False,
+                        plugins=tmp_path)
+        assert out.returncode != 0 and time.monotonic() - start < 60, out.stdout + out.stderr
+        return out.stdout + out.stderr
+
+    first = None
+    try:
+        # 1. the held job writes its output anew: the second stops at the lock
+        cfg, first = held(tmp_path / "release-1")
+        text = again(cfg)
         assert "Directory cannot be locked" in text and "--unlock" in text, text
+        assert first.poll() is None  # the first, inside its job throughout, untouched
+        (tmp_path / "release-1").touch()
+        output = tmp_path / "results" / "data" / "held.pt"
+        assert first.wait(timeout=300) == 0 and output.exists()
+        written = output.read_bytes()
+        # 2. the job runs again (its settings changed: Snakemake removed the old output) and has just
+        #    written its output: the second stops at the incomplete file, and following its advice
+        #    stops at the lock
+        cfg, first = held(tmp_path / "release-2")
+        assert not output.exists()
+        output.write_bytes(written)
+        text = again(cfg)
+        assert "Incomplete files" in text and "--rerun-incomplete" in text, text
+        text = again(cfg, "--rerun-incomplete")
+        assert "Directory cannot be locked" in text and "--unlock" in text, text
+        assert first.poll() is None
+        (tmp_path / "release-2").touch()
+        assert first.wait(timeout=300) == 0  # and finishes as if nothing had happened
     finally:
-        os.killpg(first.pid, signal.SIGTERM)
-        first.wait(timeout=120)
+        if first is not None and first.poll() is None:
+            os.killpg(first.pid, signal.SIGTERM)
+            first.wait(timeout=120)
 
 
 def test_lint_and_format_are_clean():
