@@ -50,7 +50,8 @@ def batch_of(stream, runs, st, device="cpu", overrides=None):
     return bt
 
 
-@pytest.mark.parametrize("threads, subset", [(1, None), (2, None), (2, 60)])
+@pytest.mark.parametrize("threads, subset", [(1, None), pytest.param(2, None, marks=pytest.mark.slow),
+                                             pytest.param(2, 60, marks=pytest.mark.slow)])
 def test_batch_equals_separate_runs_bitwise_on_cpu(split, threads, subset):
     torch.set_num_threads(threads)
     st = settings(eval_subset=subset, eval_batch_size=700)  # several evaluation chunks
@@ -100,6 +101,7 @@ def _cli(runs, stream, outs, *extra):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_trains_a_batch_into_one_folder_per_run(mnist5k_path, tmp_path):
     stream = tmp_path / "split.pt"
     build_stream_file("split_mnist", mnist5k_path, stream, {"classes": [[0, 1], [2, 3]]})
@@ -208,6 +210,7 @@ def _rgb_stream(n_per_class=24, size=32, seed=0):
 RESNET_RUNS = [("ngm", 42), ("msgd_reset", 42), ("adam", 43), ("sgd", 43), ("entropy_lr", 44)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test_augment, subset", [(False, None), (True, 20)])
 def test_resnet_batch_equals_separate_runs_bitwise_on_cpu(test_augment, subset):
     """Five ResNet runs as one batch: each with its own BatchNorm statistics, gains, optimizer state,
@@ -224,6 +227,7 @@ def test_resnet_batch_equals_separate_runs_bitwise_on_cpu(test_augment, subset):
     assert not torch.equal(bn[0], bn[1])
 
 
+@pytest.mark.slow
 def test_resnet_batch_resumes_from_its_checkpoint_exactly(tmp_path):
     torch.set_num_threads(1)
     stream = _rgb_stream(n_per_class=8)
@@ -241,7 +245,7 @@ def test_resnet_batch_resumes_from_its_checkpoint_exactly(tmp_path):
         assert ref.log(m).equals(second.log(m))
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_resnet_evaluation_does_not_depend_on_the_evaluation_batch(threads):
     """The network's evaluation batch (archs.py) is memory and speed only: in its channels_last
     layout, a run's log is bitwise the same for any evaluation batch, with and without the v1 test

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_the_workflow_survives_one_interruption_of_each_kind(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "tests" / "chaos" / "chaos.py"), "--interruptions", "5",
                           "--seed", "3", "--workdir", str(tmp_path / "chaos")], capture_output=True, text=True,

@@ -178,6 +178,7 @@ def test_measured_rates_give_the_wall_time_of_the_jobs_as_the_workflow_runs_them
     assert D.predict_wall(cfg, {shape: fixed}, cores=2)["jobs"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("benchmark", ["split_mnist", "split_cifar10"])
 def test_the_device_agreement_check_passes_a_device_against_itself(tmp_path, benchmark):
     """The GPU proof's machinery, run CPU against CPU (on a GPU machine the doctor runs it CUDA

@@ -40,6 +40,7 @@ def train_cmd(run, stream, out, *extra):
             "--out-dir", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_a_byte_identical_log(stream_file, tmp_path):
     run = run_for("ngm", iters=300)
     reference = subprocess.run(train_cmd(run, stream_file, tmp_path / "ref"), capture_output=True, text=True)

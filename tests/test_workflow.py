@@ -14,6 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+pytestmark = pytest.mark.slow  # every test here starts the real snakemake (the fast tier: -m "not slow")
 
 TINY = {
     "results": "results",

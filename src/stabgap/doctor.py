@@ -385,7 +385,7 @@ def synthetic_stream(config: dict, benchmark: str):
     return build_stream(benchmark, data, entry.get("stream"))
 
 
-def measure(config: dict, benchmark: str, seconds: float = 1.0, at_least: int = 3) -> dict:
+def measure(config: dict, benchmark: str, seconds: float = 1.0, at_least: int = 2) -> dict:
     """Seconds per training iteration and per evaluated image of one benchmark's runs, timed on
     their device with the config's settings (the first method, the first seed) in its first
     context: one warm-up iteration, then timed ones until `seconds` have passed (at least
