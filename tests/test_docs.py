@@ -80,8 +80,93 @@ def checkout(tmp_path_factory):
     return root
 
 
-def run(root: Path, command: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(root / "src"),
+# ---------------------------------------------------------------- the environment a section installs
+# The docs' commands are run in the install their section names: the README's quick start installs
+# `.[workflow]`, and every command of the README and docs/ runs there (the test suite's own command,
+# which needs `.[dev]`, is not run here). This test itself runs in `.[dev]`, which holds more (pytest
+# brings pygments, for one): the modules only `.[dev]` brings are hidden from the commands, so a
+# command that needs one fails here as it would after the quick start's install.
+
+def requirements(extra: str | None) -> list[str]:
+    """The project's requirements with one of its extras (pyproject.toml; `stabgap[x]` expanded)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    out = list(project["dependencies"])
+    for req in project.get("optional-dependencies", {}).get(extra, []) if extra else []:
+        if req.startswith("stabgap["):
+            out += [r for r in requirements(req[len("stabgap["):-1]) if r not in out]
+        else:
+            out.append(req)
+    return out
+
+
+def distributions(extra: str | None) -> set[str]:
+    """Every distribution an install of the project with `extra` brings: its requirements and theirs."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    seen, todo = set(), [Requirement(r) for r in requirements(extra)]
+    while todo:
+        req = todo.pop()
+        name = req.name.lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        for sub in map(Requirement, dist.requires or []):
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in (req.extras or {""})):
+                todo.append(sub)
+    return seen
+
+
+def hidden_modules(install: str, test_env: str = "dev") -> set[str]:
+    """The top-level modules that the test's environment has and the install `install` would not."""
+    import importlib.metadata as md
+
+    only_here = distributions(test_env) - distributions(install)
+    providers = md.packages_distributions()
+    return {module for module, dists in providers.items()
+            if dists and all(d.lower().replace("_", "-") in only_here for d in dists)}
+
+
+SITECUSTOMIZE = """import importlib.abc, sys
+HIDDEN = {hidden!r}
+class _NotInThisInstall(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in HIDDEN:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the install its section names)", name=name)
+sys.meta_path.insert(0, _NotInThisInstall())
+"""
+
+
+@pytest.fixture(scope="module")
+def quick_start_install(tmp_path_factory):
+    """A folder whose sitecustomize hides what the quick start's `.[workflow]` does not bring."""
+    quick = re.search(r'pip install -e "\.\[(\w+)\]" && snakemake', (REPO / "README.md").read_text())
+    assert quick and quick[1] == "workflow", "the quick start installs .[workflow] before it runs the demo"
+    folder = tmp_path_factory.mktemp("install")
+    hidden = hidden_modules(quick[1])
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE.format(hidden=sorted(hidden)))
+    return folder
+
+
+def test_the_quick_start_install_brings_what_the_workflow_needs_and_the_tests_need_more():
+    hidden = hidden_modules("workflow")
+    assert {"pytest", "hypothesis", "snakefmt"} <= hidden  # the test suite's own tools
+    assert "pygments" not in hidden and "snakemake" not in hidden and "torch" not in hidden  # --report, the workflow
+    assert "pygments" in hidden_modules("") and "snakemake" in hidden_modules("")  # a plain `pip install .`
+
+
+def run(root: Path, command: str, timeout: int = 900, install: Path | None = None) -> subprocess.CompletedProcess:
+    """A documented command, from the checkout's root; with `install`, in the environment of the
+    install whose sitecustomize that folder holds (quick_start_install)."""
+    path = [str(install)] if install else []
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path + [str(root / "src")]),
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
     env.pop("STABGAP_DATA_ROOT", None)
     if STAGED and command.startswith("python -m stabgap.speed"):
@@ -123,15 +208,16 @@ def test_every_command_is_classified_and_the_docs_hold_commands():
 
 
 @pytest.mark.slow
-def test_the_commands_work_as_written(checkout):
-    """In order, file by file (a targeted rebuild after the demo has run, as a reader would)."""
+def test_the_commands_work_as_written(checkout, quick_start_install):
+    """In order, file by file (a targeted rebuild after the demo has run, as a reader would), in the
+    environment the quick start installs."""
     failures, skipped = [], []
     for name, command in COMMANDS:
         kind, what = prepared(command)
         if kind == "skip":
             skipped.append(f"{name}: {command[:60]} ({what})")
             continue
-        out = run(checkout, what)
+        out = run(checkout, what, install=quick_start_install)
         if kind == "fails":
             _, status, words, _ = EXPECTED_TO_FAIL[command]
             if out.returncode != status or words not in out.stdout + out.stderr or "Traceback" in out.stderr:
