@@ -141,14 +141,13 @@ def test_one_of_the_authors_own_seeds_tracks_the_others_by_the_new_rule_and_depa
                           "std": paper_seeds.std(axis=1, ddof=0).to_numpy(), "n_seeds": 4})
     old = CV.compare_curve(ours, paper, 400, 3)
     assert old["verdict"] == "departs" and "deeper gap after switch 2: minimum 63.8" in old["why"]
-    new = CV.compare_curve(ours, paper, 400, 3, ours_seeds=ours_seeds, paper_seeds=paper_seeds)
+    new = CV.compare_curve(ours, paper, 400, 3, paper_seeds=paper_seeds)
     second = new["stages"][2]
     assert second["min_within"] and second["min_rule"] == "1-seed means of the paper's 4 seeds"
     assert second["min_ref_low"] == pytest.approx(54.9, abs=0.05) and second["min_ref_high"] == pytest.approx(72.8, abs=0.05)
     assert "switch 2" not in new["why"]
     deeper = ours_seeds - 40.0 * (ours_seeds.index.to_numpy()[:, None] > 800)  # 40 points below it after switch 2
-    far = CV.compare_curve(ours.assign(mean=deeper[43].to_numpy()), paper, 400, 3, ours_seeds=deeper,
-                           paper_seeds=paper_seeds)
+    far = CV.compare_curve(ours.assign(mean=deeper[43].to_numpy()), paper, 400, 3, paper_seeds=paper_seeds)
     assert far["verdict"] == "departs" and "deeper gap after switch 2" in far["why"]
     assert "the minima of 1-seed means of the paper's seeds" in far["why"]
 

@@ -76,6 +76,7 @@ def test_missing_data_that_can_be_downloaded_from_here_is_ok_and_says_its_size(t
     assert data.status == "ok" and "downloadable from http://127.0.0.1" in data.detail and "(10 MB)" in data.detail
     assert all(r.endswith(".gz") for r in server.requests)  # asked, not downloaded: HEAD requests
     assert not (tmp_path / "raw" / "mnist").exists()
+    assert data.download_bytes == 10_000_000
     disk = by(D.check_disk(cfg, [data]), "disk", "results")
     assert "downloads 0.02 GB" in disk.detail  # the download (and its extraction) counted
 
@@ -88,6 +89,17 @@ def test_missing_data_that_cannot_be_had_fails_naming_the_files_and_the_folder(t
     assert str((tmp_path / "raw" / "mnist").resolve()) in data.todo and "train-images-idx3-ubyte.gz" in data.todo
     off = by(D.check_data(mnist_config(tmp_path, download=False), timeout=2), "data", "mnist")
     assert off.status == "failure" and "missing in" in off.detail and "download: true" in off.todo
+
+
+def test_a_file_too_damaged_to_check_is_a_failure_not_a_crash_and_a_timeout_option_is_kept_apart(tmp_path):
+    folder = tmp_path / "raw" / "mnist"
+    folder.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / f"{name}.gz").write_bytes(b"<html>an error page saved as the data</html>")
+    cfg = mnist_config(tmp_path, timeout=30)  # a builder option of the same name as the doctor's
+    damaged = by(D.check_data(cfg, timeout=2), "data", "mnist")
+    assert damaged.status == "failure" and "not a gzip file" in damaged.detail and "complete copy" in damaged.todo
 
 
 def test_staged_files_are_verified_against_their_checksums(tmp_path):
@@ -119,16 +131,17 @@ def test_mini_imagenet_is_verified_against_the_sha256_recorded_at_first_use(tmp_
     folder = tmp_path / "mini"
     miniimagenet_files(folder)
     check = get_source("miniimagenet").check
-    status, detail, _ = check(folder)
-    assert status == "warning" and "not verified yet" in detail
+    found = check(folder)
+    assert found.status == "warning" and "not verified yet" in found.detail
     _write_sha256sums(folder / SHA256SUMS_NAME, {p.name: sha256_file(p) for p in folder.glob("*.pkl")})
-    assert check(folder)[0] == "ok"
+    assert check(folder).status == "ok"
     (folder / "mini-imagenet-cache-test.pkl").write_bytes(b"\x80changed")
-    status, detail, todo = check(folder)
-    assert status == "failure" and "differs from the sha256 recorded" in detail
+    found = check(folder)
+    assert found.status == "failure" and "differs from the sha256 recorded" in found.detail
     (folder / "mini-imagenet-cache-test.pkl").unlink()
-    status, detail, _ = check(folder)
-    assert status == "failure" and "mini-imagenet-cache-test.pkl" in detail and "no download exists" in detail
+    found = check(folder)
+    assert found.status == "failure" and "mini-imagenet-cache-test.pkl" in found.detail
+    assert "no download exists" in found.detail
 
 
 def test_a_built_canonical_file_is_checked_against_its_manifest(tmp_path):
@@ -157,9 +170,16 @@ def test_the_disk_check_counts_what_the_config_writes(tmp_path):
 
 # ---------------------------------------------------------------- speed and wall time
 
-def test_makespan_puts_the_longest_jobs_first_on_the_free_slots():
-    assert D.makespan([10, 7, 5, 4, 2], 2) == 14  # 10+4, 7+5+2
-    assert D.makespan([3, 3, 3], 1) == 9 and D.makespan([], 2) == 0
+def test_makespan_runs_the_longest_jobs_first_and_a_gpu_job_only_on_a_free_gpu():
+    cpu = lambda *secs: [(s, False) for s in secs]  # noqa: E731
+    assert D.makespan(cpu(10, 7, 5, 4, 2), 2) == 14  # 10+4, 7+5+2
+    assert D.makespan(cpu(3, 3, 3), 1) == 9 and D.makespan([], 2) == 0
+    # two GPU jobs of 10 s and two CPU jobs of 3 s, 2 slots, 1 GPU: the second GPU job waits for the
+    # GPU while the CPU jobs run beside the first
+    assert D.makespan([(10, True), (10, True), (3, False), (3, False)], 2, gpus=1) == 20
+    assert D.makespan([(10, True), (10, True), (3, False), (3, False)], 2, gpus=2) == 13
+    with pytest.raises(ValueError, match="needs a GPU"):
+        D.makespan([(1, True)], 2, gpus=0)
 
 
 def test_measured_rates_give_the_wall_time_of_the_jobs_as_the_workflow_runs_them(tmp_path):
@@ -176,6 +196,8 @@ def test_measured_rates_give_the_wall_time_of_the_jobs_as_the_workflow_runs_them
     assert D.predict_wall(cfg, {shape: fixed}, cores=1)["training"] == pytest.approx(4 * one)
     cfg["compute"]["batch_runs"] = 2  # the seeds of a method in one job: 2 jobs, each two runs long
     assert D.predict_wall(cfg, {shape: fixed}, cores=2)["jobs"] == 2
+    cfg["benchmarks"]["split_mnist"]["iters_per_context"] = 1  # a run of two iterations is timed too
+    assert D.measure(cfg, bench, seconds=0.01, at_least=1)["s_per_iteration"] > 0
 
 
 @pytest.mark.slow

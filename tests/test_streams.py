@@ -180,3 +180,15 @@ def test_cifar100s_superclasses_hold_five_fine_classes_each():
 
     assert sorted(np.bincount(CIFAR100_COARSE).tolist()) == [5] * 20
     assert CIFAR100_COARSE[[4, 30, 55, 72, 95]].tolist() == [0] * 5  # aquatic mammals: beaver, dolphin, otter, seal, whale
+
+
+def test_a_type_error_inside_contexts_is_its_own_and_a_bad_parameter_is_named(registered):
+    def broken(labels):
+        return len(None)  # a bug of the plugin's, not of the config
+
+    registered(inverted(name="test_broken", contexts=broken))
+    with pytest.raises(TypeError, match="NoneType"):
+        build_stream("test_broken", grey())
+    registered(inverted(name="test_strict"))
+    with pytest.raises(ValueError, match="test_strict.*bad stream parameters"):
+        build_stream("test_strict", grey(), {"angle": 3})

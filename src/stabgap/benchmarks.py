@@ -96,6 +96,8 @@ class Benchmark:
         try:
             tasks = self.contexts(labels, **call)
         except TypeError as err:
+            if err.__traceback__.tb_next is not None:  # raised inside contexts: its own error, not the call's
+                raise
             raise ValueError(f"benchmark {self.name!r}: bad stream parameters {call}: {err}") from None
         if not tasks:
             raise ValueError(f"benchmark {self.name!r}: its contexts gave no task (stream parameters {call})")

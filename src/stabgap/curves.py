@@ -178,6 +178,8 @@ def minimum_reference(theirs: np.ndarray, k: int, floor: float = 0.0) -> dict:
 def minimum_within(ours: np.ndarray, theirs: np.ndarray, floor: float = 0.0) -> bool:
     """Whether the minimum of our seeds' mean curve (ours: seeds × iterations) lies within the band
     of the paper's seeds (theirs, on the same iterations): the rule of the module docstring."""
+    if len(theirs) < 2:
+        raise ValueError("the rule needs the paper's curves of at least 2 seeds (their spread)")
     ref = minimum_reference(theirs, len(ours), floor)
     return bool(abs(ours.mean(axis=0).min() - ref["centre"]) <= ref["half_width"])
 
@@ -244,12 +246,12 @@ def stages(ours: pd.DataFrame, paper: pd.DataFrame, iters_per_context: int) -> l
 
 
 def compare_curve(ours: pd.DataFrame, paper: pd.DataFrame, iters_per_context: int, n_contexts: int,
-                  metric: str = "task1_accuracy", ours_seeds: pd.DataFrame | None = None,
-                  paper_seeds: pd.DataFrame | None = None, floor: float = 0.0) -> dict:
+                  metric: str = "task1_accuracy", paper_seeds: pd.DataFrame | None = None,
+                  floor: float = 0.0) -> dict:
     """Our curve (iteration, mean, std, n_seeds) against the paper's (iteration, mean, std, n_seeds):
-    band shares on the common iterations, the stages, the verdict and why. With both sides' per-seed
-    curves (iterations × seeds), each minimum after a switch is judged against the same statistic
-    over the paper's seeds (the module docstring); else against its mean curve."""
+    band shares on the common iterations, the stages, the verdict and why. With the paper's per-seed
+    curves (iterations × seeds, at least 2), each minimum after a switch is judged against the same
+    statistic over the paper's seeds (the module docstring); else against its mean curve."""
     both = ours.merge(paper, on="iteration", suffixes=("", "_paper"))
     n, n_paper = int(ours.n_seeds.iloc[0]), int(paper.n_seeds.iloc[0])
     diff = (both["mean"] - both["mean_paper"]).abs()
@@ -258,14 +260,19 @@ def compare_curve(ours: pd.DataFrame, paper: pd.DataFrame, iters_per_context: in
     need = threshold(n, n_paper)
     why = [] if share2 >= need else [f"band share {share2:.2f} < {need:.2f}"]
     st = stages(ours[ours.iteration.isin(both.iteration)], paper, iters_per_context) if metric == "task1_accuracy" else []
-    by_seed = ours_seeds is not None and paper_seeds is not None and len(paper_seeds.columns) > 1
+    by_seed = paper_seeds is not None and len(paper_seeds.columns) > 1
     for s in st[1:]:  # the minimum after each switch
-        if by_seed:
-            its = both.iteration[(both.iteration - 1) // iters_per_context + 1 == s["stage"]].to_numpy()
+        its = both.iteration[(both.iteration - 1) // iters_per_context + 1 == s["stage"]].to_numpy()
+        its = its[np.isin(its, paper_seeds.index)] if by_seed else its  # iterations every paper seed has
+        if by_seed and len(its):
+            n_paper = len(paper_seeds.columns)
             ref = minimum_reference(paper_seeds.loc[its].to_numpy().T, n, floor)
             centre, half = ref["centre"], ref["half_width"]
-            s.update(min_rule=f"{n}-seed means of the paper's {len(paper_seeds.columns)} seeds", min_ref=centre,
-                     min_ref_low=ref["low"], min_ref_high=ref["high"], min_ref_sd=ref["sd"], min_band=half)
+            rule = f"{n}-seed means of the paper's {n_paper} seeds"
+            if n > n_paper:  # more seeds than the paper's: its n-seed mean is the nearest it has
+                rule = f"{n} seeds against the mean of all the paper's {n_paper} (it has no {n}-seed means)"
+            s.update(min_rule=rule, min_ref=centre, min_ref_low=ref["low"], min_ref_high=ref["high"],
+                     min_ref_sd=ref["sd"], min_band=half)
         else:
             centre, half = s["min_paper"], 2 * max(s["min_paper_std"], s["min_ours_std"] if n > 1 else 0.0)
             s.update(min_rule="the paper's mean curve ± 2 std (no per-seed reference curves)", min_ref=centre,
@@ -306,7 +313,7 @@ def compare_curves(groups: dict, curves: pd.DataFrame, protocols: dict,
             mine = our_seeds(group, metric)
             theirs = seed_table(seed_curves, bench, method, metric)
             floor = 100.0 / group.task1_test_images() if metric == "task1_accuracy" else 0.0
-            result = compare_curve(our_curve(group, metric, mine), paper, I, n_contexts, metric, mine, theirs, floor)
+            result = compare_curve(our_curve(group, metric, mine), paper, I, n_contexts, metric, theirs, floor)
             stage_rows += [{"benchmark": bench, "method": method, **s} for s in result.pop("stages")]
             rows.append({"benchmark": bench, "method": method, "metric": metric, **result,
                          "comparable": comparable(reasons)})

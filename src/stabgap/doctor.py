@@ -48,6 +48,7 @@ class Check:
     status: str  # ok, warning, failure
     detail: str
     todo: str = ""
+    download_bytes: int = 0  # data checks: what a download of the missing files would fetch
 
 
 # ---------------------------------------------------------------- software
@@ -177,7 +178,9 @@ def check_device(config: dict, cores: int) -> list[Check]:
     checks, device = [], config["compute"]["device"]
     found = gpus()
     wants = [b for b in config["benchmarks"] if get_arch(get_benchmark(b).net).wants_gpu]
-    on_gpu = [b for b in wants if device != "cpu" and found]
+    # where there is a GPU, every job of a config whose device is auto or cuda trains there (an MLP
+    # job asks the scheduler for no GPU, and shares it)
+    on_gpu = list(config["benchmarks"]) if device != "cpu" and found else []
     if found:
         listed = "; ".join(f"cuda:{g['index']} {g['name']} (compute capability {g['capability']}, "
                            f"{g['memory_mb'] / 1024:.0f} GiB)" for g in found)
@@ -187,7 +190,7 @@ def check_device(config: dict, cores: int) -> list[Check]:
         checks.append(Check("device", "compute.device", "failure", f"compute.device {device!r}, and this machine has "
                             f"{listed} ({missing_cuda(config) or 'torch sees none'})",
                             "run on a machine with a GPU, or set compute.device: auto or cpu"))
-    elif wants and not on_gpu:
+    elif wants and not found or wants and device == "cpu":
         why = "compute.device: cpu" if device == "cpu" else "this machine has no CUDA GPU"
         checks.append(Check("device", "compute.device", "warning", f"{device!r}: the runs of {', '.join(wants)} (a "
                             f"network that wants a GPU) train on the CPU here ({why}): hours a run", "run them on "
@@ -249,10 +252,15 @@ def check_data(config: dict, timeout: float) -> list[Check]:
             detail = "; ".join(missing) or f"staged in {folder} (its source has no preflight check)"
             checks.append(Check("data", name, status, detail, f"stage it in {folder}" if missing else ""))
             continue
-        status, detail, todo = source.check(folder, timeout, **dataset_options(entry))
-        if entry.get("lookalike"):
-            detail += f"; declared look-alike: {entry['lookalike']}"
-        checks.append(Check("data", name, status, detail, todo))
+        options = {k: v for k, v in dataset_options(entry).items() if k != "timeout"}  # the doctor's own
+        try:
+            found = source.check(folder, timeout, **options)
+        except Exception as err:  # noqa: BLE001  a file so damaged that its check fails: that is the verdict
+            checks.append(Check("data", name, "failure", f"in {folder}: {type(err).__name__}: {err}",
+                                "replace the damaged file with a complete copy"))
+            continue
+        detail = found.detail + (f"; declared look-alike: {entry['lookalike']}" if entry.get("lookalike") else "")
+        checks.append(Check("data", name, found.status, detail, found.todo, found.download_bytes))
     return checks
 
 
@@ -261,9 +269,11 @@ def check_data(config: dict, timeout: float) -> list[Check]:
 LOG_BYTES_PER_ROW = 60  # a log.parquet row, compressed (the demo's logs: 50-60 bytes)
 
 
-def footprint(config: dict) -> dict[str, float]:
+def footprint(config: dict, cores: int | None = None) -> dict[str, float]:
     """Bytes the config writes: canonical tensors, streams, logs (summaries and metrics aside: small),
-    the checkpoints of the jobs that run at once, and the downloads into the data root."""
+    and the checkpoints of the jobs that run at once (`cores` // compute.threads of them; a batch
+    job's holds its runs). A source that does not say how many training images it has
+    (Source.train_per_class) is counted with one a class: a lower bound."""
     from .archs import get_arch
     from .benchmarks import get_benchmark
     from .config import dataset_options, experiment_runs, run_config
@@ -298,7 +308,9 @@ def footprint(config: dict) -> dict[str, float]:
         records = sched.total_iters * 40 + len(sched.iterations()) * sched.logged_tasks * 16
         biggest = max(biggest, 4 * params * 3 + records)
     keep = config["compute"].get("keep_checkpoints")
-    out["checkpoints"] = biggest * (len(runs) if keep else min(len(runs), os.cpu_count() or 1))
+    slots = max(1, (cores or os.cpu_count() or 1) // int(config["compute"]["threads"]))
+    per_job = max(1, config["compute"]["batch_runs"])
+    out["checkpoints"] = biggest * (len(runs) if keep else min(len(runs), slots * per_job))
     return out
 
 
@@ -309,15 +321,14 @@ def existing(path: Path) -> Path:
     return path
 
 
-def check_disk(config: dict, data: list[Check]) -> list[Check]:
+def check_disk(config: dict, data: list[Check], cores: int | None = None) -> list[Check]:
     from .config import data_root
+    from .data import get_source
 
-    need = footprint(config)
+    need = footprint(config, cores)
+    unknown = sorted({e["builder"] for e in config["datasets"].values() if get_source(e["builder"]).train_per_class is None})
     results, raw = existing(Path(config["results"])), existing(Path(data_root(config)))
-    downloads = 0.0
-    for c in data:
-        if c.status == "ok" and "downloadable" in c.detail and "MB)" in c.detail:
-            downloads += 2 * float(c.detail.rsplit("(", 1)[1].split(" MB")[0].replace(",", "")) * 1e6  # file + extraction
+    downloads = 2.0 * sum(c.download_bytes for c in data)  # the files, and their extraction
     total = sum(need.values())
     checks = []
     same = os.stat(results).st_dev == os.stat(raw).st_dev
@@ -329,6 +340,7 @@ def check_disk(config: dict, data: list[Check]) -> list[Check]:
         status = "failure" if want > free else "warning" if want > 0.8 * free else "ok"
         parts = ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in need.items()) if where == "results" else ""
         detail = (f"{free / 1e9:,.1f} GB free under {path}; the config writes about {want / 1e9:.2f} GB"
+                  + (f" at least ({', '.join(unknown)}: training images not declared)" if unknown and parts else "")
                   + (f" ({parts}{', downloads ' + f'{downloads / 1e9:.2f} GB' if downloads and same else ''})" if parts else ""))
         checks.append(Check("disk", where, status, detail, "free space there, or point results (or the data "
                             "root) at a larger disk" if status != "ok" else ""))
@@ -387,10 +399,10 @@ def synthetic_stream(config: dict, benchmark: str):
 
 def measure(config: dict, benchmark: str, seconds: float = 1.0, at_least: int = 2) -> dict:
     """Seconds per training iteration and per evaluated image of one benchmark's runs, timed on
-    their device with the config's settings (the first method, the first seed) in its first
-    context: one warm-up iteration, then timed ones until `seconds` have passed (at least
-    `at_least`), evaluation timed apart; one evaluation timed on its own where the slice evaluates
-    nothing."""
+    their device with the config's settings (the first method, the first seed) from its start: one
+    warm-up iteration and evaluation, then timed iterations until `seconds` have passed (at least
+    `at_least`, at most the run), evaluation timed apart; one evaluation timed on its own where the
+    slice evaluates nothing."""
     import torch
 
     from .archs import get_arch
@@ -409,20 +421,21 @@ def measure(config: dict, benchmark: str, seconds: float = 1.0, at_least: int = 
     method = resolve_method(run["method"], run["method_settings"])
     trainer = Trainer(stream, [method], [run["seed"]], run_settings(run), device)
     trainer.evaluator = TimedEvaluator(trainer.evaluator, device)
-    time_slice([trainer], 0, 1)  # warm-up: kernel selection, allocations (an evaluation's too)
+    limit = trainer.total_iters
+    warm = 1 if limit > 1 else 0  # a run of one iteration: timed without a warm-up
+    time_slice([trainer], 0, warm)  # warm-up: kernel selection, allocations (an evaluation's too)
     trainer.evaluator(trainer.models, 1)
     trainer.evaluator.seconds = 0.0
-    limit = trainer.settings.iters_per_context  # within the first context
-    t0, stop = time.perf_counter(), 1
-    while stop < limit and (stop - 1 < at_least or time.perf_counter() - t0 < seconds):
+    t0, stop = time.perf_counter(), warm
+    while stop < limit and (stop - warm < at_least or time.perf_counter() - t0 < seconds):
         trainer.step()
         stop += 1
     trainer.records.train_loss.sum().item()  # wait for the device
     wall = time.perf_counter() - t0
     eval_s = trainer.evaluator.seconds
-    train_s, iters = wall - eval_s, stop - 1
+    train_s, iters = wall - eval_s, stop - warm
     sched = trainer.schedule
-    images = sum(sched.images(sched.context(t)) for t in range(2, stop + 1) if sched.evaluated(t))
+    images = sum(sched.images(sched.context(t)) for t in range(warm + 1, stop + 1) if sched.evaluated(t))
     if images == 0:
         t0 = time.perf_counter()
         trainer.evaluator(trainer.models, 1)
@@ -452,45 +465,63 @@ def run_seconds(config: dict, run: dict, rate: dict) -> float:
     return work["iterations"] * rate["s_per_iteration"] + images * rate["s_per_image"]
 
 
-def makespan(durations: list[float], slots: int) -> float:
-    """Longest first onto the first free of `slots` workers (the workflow's priorities)."""
-    free = [0.0] * max(1, slots)
-    for d in sorted(durations, reverse=True):
-        i = free.index(min(free))
-        free[i] += d
-    return max(free)
+def makespan(jobs: list[tuple[float, bool]], slots: int, gpus: int = 1) -> float:
+    """The wall time of jobs (seconds, whether it holds a GPU) as Snakemake's local scheduler runs
+    them: highest priority (the longest) first, each on one of `slots` (cores // threads), a GPU job
+    only while one of `gpus` is free; whenever a job ends, the jobs that now fit start."""
+    import heapq
+
+    pending = sorted(jobs, key=lambda j: -j[0])
+    running: list[tuple[float, bool]] = []  # (end time, holds a GPU)
+    now = 0.0
+    while pending or running:
+        free_gpus = gpus - sum(g for _, g in running)
+        for job in list(pending):
+            if len(running) >= max(1, slots):
+                break
+            seconds, gpu = job
+            if gpu and free_gpus < 1:
+                continue
+            heapq.heappush(running, (now + seconds, gpu))
+            free_gpus -= gpu
+            pending.remove(job)
+        if not running:  # nothing fits: a GPU job on a machine without a GPU slot
+            raise ValueError("a job needs a GPU and the machine has none")
+        now, _ = heapq.heappop(running)
+    return now
 
 
 def predict_wall(config: dict, rates: dict[str, dict], cores: int) -> dict:
     """The config's wall time here: its training jobs (as planning batches them) at the measured
-    rates, run longest first, cores // compute.threads at a time for CPU jobs and one per GPU for
-    GPU jobs; the data and stream jobs before them, the metrics, tables, figures and verdict after."""
+    rates, run as Snakemake runs them (makespan: cores // compute.threads at a time, the jobs of a
+    network that wants a GPU one per GPU); the data and stream jobs before them, the metrics, tables,
+    figures and verdict after."""
     from .config import experiment_runs, run_config
-    from .planning import train_batches
+    from .planning import train_batches, uses_gpu
 
     groups = experiment_runs(config)
     runs = sorted({r for g in groups.values() for r in g})
     rate_of = {b: rates[shape_of(config, b)] for b in config["benchmarks"]}
-    jobs = []  # (device type, seconds)
+    jobs = []  # (seconds, holds a GPU)
     in_batch = set()
-    for b, _, members in train_batches(config, groups):
+
+    def job(b, members):
         secs = sum(run_seconds(config, run_config(config, b, v, s), rate_of[b]) for v, s in members)
-        jobs.append((rate_of[b]["device"], secs + STARTUP_S[rate_of[b]["device"]]))
+        gpu = bool(uses_gpu(config, b)) and rate_of[b]["device"] == "cuda"
+        return secs + STARTUP_S[rate_of[b]["device"]], gpu
+
+    for b, _, members in train_batches(config, groups):
+        jobs.append(job(b, members))
         in_batch.update((b, v, s) for v, s in members)
-    for b, v, s in runs:
-        if (b, v, s) not in in_batch:
-            secs = run_seconds(config, run_config(config, b, v, s), rate_of[b])
-            jobs.append((rate_of[b]["device"], secs + STARTUP_S[rate_of[b]["device"]]))
-    cpu_slots = max(1, cores // int(config["compute"]["threads"]))
-    gpu_slots = max(1, len(gpus()))
-    cpu = makespan([d for kind, d in jobs if kind == "cpu"], cpu_slots)
-    gpu = makespan([d for kind, d in jobs if kind != "cpu"], gpu_slots)
-    footprint_bytes = footprint(config)
+    jobs += [job(b, [(v, s)]) for b, v, s in runs if (b, v, s) not in in_batch]
+    slots = max(1, cores // int(config["compute"]["threads"]))
+    n_gpus = len(gpus())
+    training = makespan(jobs, slots, n_gpus)
+    footprint_bytes = footprint(config, cores)
     before = (footprint_bytes["canonical"] + footprint_bytes["streams"]) / 100e6 + 2 * STARTUP_S["cpu"]
-    after = len(runs) * AFTER_S_PER_RUN / cpu_slots + AFTER_S
-    return {"seconds": before + max(cpu, gpu) + after, "training": max(cpu, gpu), "jobs": len(jobs),
-            "runs": len(runs), "cpu_slots": cpu_slots, "gpu_slots": gpu_slots,
-            "serial_hours": sum(d for _, d in jobs) / 3600}
+    after = len(runs) * AFTER_S_PER_RUN / slots + AFTER_S
+    return {"seconds": before + training + after, "training": training, "jobs": len(jobs), "runs": len(runs),
+            "slots": slots, "gpus": n_gpus, "serial_hours": sum(d for d, _ in jobs) / 3600}
 
 
 def hms(seconds: float) -> str:
@@ -523,8 +554,8 @@ def check_speed(config: dict, cores: int) -> tuple[list[Check], dict]:
                        for name in machines(config))
     checks.append(Check("speed", "predicted wall time", "ok",
                         f"{hms(wall['seconds'])} here for {wall['runs']} runs in {wall['jobs']} training jobs "
-                        f"({wall['cpu_slots']} CPU job{'s' if wall['cpu_slots'] != 1 else ''} at a time with "
-                        f"--cores {cores}, one GPU job per GPU; {wall['serial_hours']:.2f} h of training "
+                        f"({wall['slots']} job{'s' if wall['slots'] != 1 else ''} at a time with --cores {cores}, "
+                        f"a ResNet job holding one of {wall['gpus']} GPU(s); {wall['serial_hours']:.2f} h of training "
                         f"one after another). The cost model's stored machines, one after another: {stored}"))
     return checks, {"rates": list(rates.values()), "wall": wall}
 
@@ -587,7 +618,7 @@ def check_gpu_path(config: dict) -> list[Check]:
     for key, b in shapes(config).items():
         if job_device(config) == "cpu":
             continue
-        r = device_agreement(config, b, "cuda")
+        r = device_agreement(config, b, job_device(config))
         one_image = 100.0 / r["test_images"]
         ok = r["loss_rel"] <= r["tolerance"] and r["accuracy_points"] <= 2 * one_image and r["resumed_equal"]
         checks.append(Check("gpu path", f"{key[0]} {'×'.join(map(str, key[1]))} ({b})", "ok" if ok else "failure",
@@ -617,7 +648,7 @@ def report(checks: list[Check], config_name: str, seconds: float) -> str:
 def run_doctor(config: dict, config_name: str, cores: int, timeout: float = 5.0, speed: bool = True) -> list[Check]:
     checks = check_software(config) + check_device(config, cores)
     data = check_data(config, timeout)
-    checks += data + check_disk(config, data)
+    checks += data + check_disk(config, data, cores)
     if speed:
         checks += check_speed(config, cores)[0]
         checks += check_gpu_path(config)

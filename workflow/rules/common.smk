@@ -108,13 +108,17 @@ def raw_data_present(wildcards):
         raise WorkflowError(
             "raw data missing (nothing was run):\n  " + "\n  ".join(missing)
         )
-    if missing:
+    if missing and wildcards.dataset not in _DATA_NOTED:
+        _DATA_NOTED.append(wildcards.dataset)  # once per dataset (planning asks more than once)
         print(
             "warning: raw data missing; a run would stop here until it is staged "
             "(docs/configuration.md, Data):\n  " + "\n  ".join(missing),
             file=sys.stderr,
         )
     return []
+
+
+_DATA_NOTED = []
 
 
 _CUDA_NOTED = []

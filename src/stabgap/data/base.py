@@ -47,6 +47,15 @@ class Labels:
 
 
 @dataclass(frozen=True)
+class DataStatus:
+    """A source's verdict on a dataset's raw files, before anything is built (Source.check)."""
+    status: str  # "ok", "warning" or "failure"
+    detail: str  # what was found
+    todo: str = ""  # what to do about it
+    download_bytes: int = 0  # what a download would fetch (missing files, reachable from here)
+
+
+@dataclass(frozen=True)
 class Source:
     """A dataset builder's registry entry: what planning needs to know without reading any data.
 
@@ -56,10 +65,13 @@ class Source:
     model counts evaluation work with it); train_per_class(options) likewise for training images (the
     disk a config needs). extra_labels(class ids) -> the dataset's further labels of images of those
     classes, by name (CIFAR-100: "coarse"), for datasets that have any. check(source_dir, timeout,
-    **options) -> (status, what, what to do): the preflight's verdict on the raw files without
-    building anything (python -m stabgap doctor): "ok" (staged and verified, or missing and its
-    download reachable), "warning" (staged, not verified) or "failure" (missing and not to be had,
-    or not the original files)."""
+    **options) -> DataStatus: the preflight's verdict on the raw files without building anything
+    (python -m stabgap doctor): "ok" (staged and verified, or missing and its download reachable),
+    "warning" (staged, not verified) or "failure" (missing and not to be had, or not the original
+    files). Planning cuts a benchmark's contexts from labels in the dataset's layout
+    (`counting_labels`): a source whose benchmarks need extra labels declares `extra_labels`, and
+    `train_per_class` makes the preflight's disk and memory estimates exact (without it they count
+    one training image a class)."""
     name: str
     image: tuple[int, int, int]  # C×H×W
     num_classes: int
@@ -69,7 +81,7 @@ class Source:
     description: str = ""
     extra_labels: Callable[[np.ndarray], dict] | None = None
     train_per_class: Callable[[dict], list[int]] | None = None
-    check: Callable[..., tuple[str, str, str]] | None = None
+    check: Callable[..., DataStatus] | None = None
 
     def images(self, options: dict) -> tuple[int, int]:
         """(training, test) images of the dataset with these options (training: 0 when unknown)."""

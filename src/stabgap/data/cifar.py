@@ -17,6 +17,7 @@ import numpy as np
 
 from .base import (
     DataError,
+    DataStatus,
     RawDataset,
     Source,
     check_leading_bytes,
@@ -303,25 +304,26 @@ def _check(variant):
         archive, extracted_folder = folder / layout.archive, folder / layout.folder
         if not cifar_is_staged(folder, variant):
             if not download:
-                return ("failure", f"neither {layout.archive} nor {layout.folder}/ is in {folder}",
-                        f"put one of them into {folder} ({CIFAR_HOME}), or set download: true")
+                return DataStatus("failure", f"neither {layout.archive} nor {layout.folder}/ is in {folder}",
+                                  f"put one of them into {folder} ({CIFAR_HOME}), or set download: true")
             got, failed = probe_mirrors([layout.archive], mirrors, timeout)
             if failed:
-                return ("failure", f"missing in {folder}, and not reachable from here: {'; '.join(failed)}",
-                        f"download {layout.archive} elsewhere and copy it into {folder}")
+                return DataStatus("failure", f"missing in {folder}, and not reachable from here: {'; '.join(failed)}",
+                                  f"download {layout.archive} elsewhere and copy it into {folder}")
             url, size = got[layout.archive]
-            return "ok", f"missing; downloadable from {url} ({mb(size)})", ""
+            return DataStatus("ok", f"missing; downloadable from {url} ({mb(size)})", "", size or 0)
         where = archive if archive.is_file() else extracted_folder
         if not check_md5:
-            return "warning", f"staged ({where}); not verified (check_md5: false)", ""
+            return DataStatus("warning", f"staged ({where}); not verified (check_md5: false)")
         if archive.is_file():
             bad = [] if md5_of(archive) == layout.archive_md5 else [layout.archive]
         else:
             bad = [n for n in _cifar_files(layout) if md5_of(extracted_folder / n) != layout.file_md5[n]]
         if bad:
-            return ("failure", f"not the original {layout.title} files: md5 differs for {', '.join(bad)} in {where}",
-                    "replace them with the original files (or set check_md5: false for a deliberate look-alike)")
-        return "ok", f"staged ({where}); md5 verified", ""
+            return DataStatus("failure", f"not the original {layout.title} files: md5 differs for {', '.join(bad)} "
+                                         f"in {where}", "replace them with the original files (or set check_md5: "
+                                                        "false for a deliberate look-alike)")
+        return DataStatus("ok", f"staged ({where}); md5 verified")
     return check
 
 

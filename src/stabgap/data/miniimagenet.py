@@ -13,6 +13,7 @@ import numpy as np
 from ..fileio import atomic_write_text, sha256_file
 from .base import (
     DataError,
+    DataStatus,
     RawDataset,
     Source,
     check_leading_bytes,
@@ -222,23 +223,23 @@ def missing(source_dir, **_options) -> list[str]:
             for f in MINIIMAGENET_FILES if not (Path(source_dir) / f).exists()]
 
 
-def check(source_dir, timeout=5.0, **_options):
+def check(source_dir, timeout=5.0, **_options) -> DataStatus:
     """The preflight's verdict (base.Source.check): the three files against the sha256 recorded when
     they were first used (no checksum is published)."""
     folder = Path(source_dir)
     absent = [f for f in MINIIMAGENET_FILES if not (folder / f).is_file()]
     if absent:
-        return "failure", f"missing in {folder}: {', '.join(absent)} (no download exists)", \
-            f"stage the learn2learn cache pickles into {folder} by hand"
+        return DataStatus("failure", f"missing in {folder}: {', '.join(absent)} (no download exists)",
+                          f"stage the learn2learn cache pickles into {folder} by hand")
     sums = folder / SHA256SUMS_NAME
     if not sums.exists():
-        return "warning", f"staged in {folder}; not verified yet (no checksum is published: the sha256 of " \
-                          f"the files is recorded in {SHA256SUMS_NAME} when they are first built)", ""
+        return DataStatus("warning", f"staged in {folder}; not verified yet (no checksum is published: the sha256 "
+                                     f"of the files is recorded in {SHA256SUMS_NAME} when they are first built)")
     try:
         _check_sha256sums(sums, {f: sha256_file(folder / f) for f in MINIIMAGENET_FILES})
     except DataError as err:
-        return "failure", str(err), f"restore the original files, or delete {sums} to accept the new ones"
-    return "ok", f"staged in {folder}; sha256 verified against {SHA256SUMS_NAME}", ""
+        return DataStatus("failure", str(err), f"restore the original files, or delete {sums} to accept the new ones")
+    return DataStatus("ok", f"staged in {folder}; sha256 verified against {SHA256SUMS_NAME}")
 
 
 SOURCE = Source("miniimagenet", image=(3, 84, 84), num_classes=100, build=build, missing=missing,

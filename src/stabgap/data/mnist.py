@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, RawDataset, Source, check_leading_bytes, require_source_dir
+from .base import DataError, DataStatus, RawDataset, Source, check_leading_bytes, require_source_dir
 from .download import download_file, extracted, md5_of
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dims (N, rows, cols)
@@ -184,7 +184,7 @@ def missing(source_dir, download=False, **_options) -> list[str]:
     return [f"{n}(.gz) is not in {source_dir}" for n, p in find_mnist_files(source_dir).items() if p is None]
 
 
-def check(source_dir, timeout=5.0, download=False, check_md5=True, mirrors=MNIST_MIRRORS, **_options):
+def check(source_dir, timeout=5.0, download=False, check_md5=True, mirrors=MNIST_MIRRORS, **_options) -> DataStatus:
     """The preflight's verdict on the staged files (base.Source.check): each file's md5 of its
     uncompressed bytes, or the mirrors' answer for the missing ones."""
     from .download import mb, probe_mirrors
@@ -194,26 +194,28 @@ def check(source_dir, timeout=5.0, download=False, check_md5=True, mirrors=MNIST
     missing_names = [n for n, p in found.items() if p is None]
     if missing_names:
         if not download:
-            return ("failure", f"missing in {folder}: {', '.join(missing_names)}",
-                    f"put the four MNIST IDX files (gzipped or not) into {folder}, or set download: true")
+            return DataStatus("failure", f"missing in {folder}: {', '.join(missing_names)}",
+                              f"put the four MNIST IDX files (gzipped or not) into {folder}, or set download: true")
         got, failed = probe_mirrors([n + ".gz" for n in missing_names], mirrors, timeout)
         if failed:
-            return ("failure", f"missing in {folder}, and not reachable from here: {'; '.join(failed)}",
-                    f"download {', '.join(n + '.gz' for n in missing_names)} elsewhere and copy them into {folder}")
+            return DataStatus("failure", f"missing in {folder}, and not reachable from here: {'; '.join(failed)}",
+                              f"download {', '.join(n + '.gz' for n in missing_names)} elsewhere and copy them "
+                              f"into {folder}")
         sizes = [size for _, size in got.values()]
         total = sum(sizes) if None not in sizes else None
-        return "ok", f"missing; downloadable from {next(iter(got.values()))[0].rsplit('/', 1)[0]}/ ({mb(total)})", ""
+        where = next(iter(got.values()))[0].rsplit("/", 1)[0]
+        return DataStatus("ok", f"missing; downloadable from {where}/ ({mb(total)})", "", total or 0)
     if not check_md5:
-        return "warning", f"staged in {folder}; not verified (check_md5: false)", ""
+        return DataStatus("warning", f"staged in {folder}; not verified (check_md5: false)")
     bad = []
     for name, path in found.items():
         with _plain(path) as plain:
             if md5_of(plain) != MNIST_RAW_MD5[name]:
                 bad.append(path.name)
     if bad:
-        return ("failure", f"not the original MNIST files in {folder}: md5 differs for {', '.join(bad)}",
-                "replace them with the original files (or set check_md5: false for a deliberate look-alike)")
-    return "ok", f"staged in {folder}; md5 verified (4 files)", ""
+        return DataStatus("failure", f"not the original MNIST files in {folder}: md5 differs for {', '.join(bad)}",
+                          "replace them with the original files (or set check_md5: false for a deliberate look-alike)")
+    return DataStatus("ok", f"staged in {folder}; md5 verified (4 files)")
 
 
 MNIST_TRAIN_PER_CLASS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)

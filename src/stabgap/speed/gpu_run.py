@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from stabgap.config import dataset_options, experiment_runs, load_config, run_config
+from stabgap.config import dataset_options, experiment_runs, load_config, run_config, stream_config
 
 
 def sh(*args: str) -> None:
@@ -42,7 +42,7 @@ def main() -> None:
            "--out", f"{out}/data/{name}.pt")
     run_dirs = []
     for bench, spec in config["benchmarks"].items():
-        stream = dict(spec["stream"])
+        stream = stream_config(config, bench)
         if a.check and "classes" in stream:
             stream["classes"] = stream["classes"][:2]
         sh("stream", "--benchmark", bench, "--data", f"{out}/data/{spec['dataset']}.pt", "--params", json.dumps(stream),
