@@ -1,5 +1,7 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, and the `alone` marker's guarantee."""
 
+import fcntl
+import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,3 +56,37 @@ def closed_port_url():
 def leftovers(folder):
     """Temp or partial files left in a folder."""
     return [p.name for p in Path(folder).iterdir() if p.name.endswith((".part", ".tmp"))]
+
+
+@pytest.fixture(autouse=True)
+def _alone_or_beside_others(request, tmp_path_factory):
+    """A test marked `alone` never runs beside another test, also under pytest-xdist's workers
+    (`-n 2`): every test holds a shared lock on a file all workers see, an `alone` test an exclusive
+    one. A turnstile lock keeps new tests from starting while an `alone` test waits, so it is never
+    starved."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' common folder
+    with open(root / "alone.turnstile", "a") as turnstile, open(root / "alone.lock", "a") as lock:
+        alone = request.node.get_closest_marker("alone") is not None
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
+# Module-scoped runs of the real workflow: under pytest-xdist with --dist loadgroup their tests go to
+# one worker, so each run is made once (not once per worker).
+SHARED_RUNS = ("tiny_run",)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in SHARED_RUNS:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
