@@ -176,7 +176,7 @@ def evaluate_claims(claims: list[dict], groups: dict, protocols: dict, alpha: fl
             mine = groups.get((bench, claim["method"]))
             others = [groups.get((bench, v)) for v in versus if v is not None]
             base = {"claim": str(claim["id"]), "text": claim["text"], "benchmark": bench, "method": claim["method"],
-                    "versus": "", "family": "", "n": 0, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                    "versus": "", "family": " or ".join(families(claim)), "n": 0, "diff": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                     "p_welch": math.nan, "p_mwu": math.nan, "tests": "", "margin": claim.get("margin", math.nan),
                     "comparable": "", "note": ""}
             if mine is None or mine.n < 2 or any(o is None or o.n < 2 for o in others):
@@ -186,7 +186,7 @@ def evaluate_claims(claims: list[dict], groups: dict, protocols: dict, alpha: fl
             family, note = choose_family(claim, [mine] + others)
             if family is None:
                 claim_rows.append({**base, "versus": ", ".join(v for v in versus if v), "verdict": "not run",
-                                   "family": " or ".join(families(claim)), "note": note})
+                                   "note": note})
                 continue
             base.update(family=family, note=note)
             if claim["kind"] == "slope":
