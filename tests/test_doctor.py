@@ -91,23 +91,23 @@ def test_missing_data_that_cannot_be_had_fails_naming_the_files_and_the_folder(t
     assert off.status == "failure" and "missing in" in off.detail and "download: true" in off.todo
 
 
-def test_a_file_too_damaged_to_check_is_a_failure_not_a_crash_and_a_timeout_option_is_kept_apart(tmp_path):
-    folder = tmp_path / "raw" / "mnist"
+def staged_mnist(folder: Path, content: bytes) -> None:
+    """The four MNIST files, each `content` under its .gz name."""
     folder.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"):
-        (folder / f"{name}.gz").write_bytes(b"<html>an error page saved as the data</html>")
+        (folder / f"{name}.gz").write_bytes(content)
+
+
+def test_a_file_too_damaged_to_check_is_a_failure_not_a_crash_and_a_timeout_option_is_kept_apart(tmp_path):
+    staged_mnist(tmp_path / "raw" / "mnist", b"<html>an error page saved as the data</html>")
     cfg = mnist_config(tmp_path, timeout=30)  # a builder option of the same name as the doctor's
     damaged = by(D.check_data(cfg, timeout=2), "data", "mnist")
     assert damaged.status == "failure" and "not a gzip file" in damaged.detail and "complete copy" in damaged.todo
 
 
 def test_staged_files_are_verified_against_their_checksums(tmp_path):
-    folder = tmp_path / "raw" / "mnist"
-    folder.mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
-        (folder / f"{name}.gz").write_bytes(gzip.compress(b"not MNIST"))
+    staged_mnist(tmp_path / "raw" / "mnist", gzip.compress(b"not MNIST"))
     wrong = by(D.check_data(mnist_config(tmp_path), timeout=2), "data", "mnist")
     assert wrong.status == "failure" and "md5 differs" in wrong.detail
     unchecked = by(D.check_data(mnist_config(tmp_path, check_md5=False), timeout=2), "data", "mnist")

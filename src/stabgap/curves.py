@@ -70,20 +70,26 @@ VERDICTS = ("tracks the paper", "departs")
 
 # ---------------------------------------------------------------- the paper's curves
 
-def load_curves(path: str | Path | None = None) -> pd.DataFrame:
-    """Every reference curve (seed mean and std), with the protocol of its file."""
+def _curve_files(path, per_seed: bool, columns: list[str], what: str) -> pd.DataFrame:
+    """The reference's curve files of one kind (curves.yaml's `per_seed` entries or the others),
+    each checked for its columns and tagged with its protocol; empty when there are none."""
     folder, entries = curves_index(path)
     frames = []
     for entry in entries:
-        if entry.get("per_seed"):
+        if bool(entry.get("per_seed")) != per_seed:
             continue
         df = pd.read_csv(folder / entry["file"])
-        missing = [c for c in CURVE_COLUMNS if c not in df.columns]
+        missing = [c for c in columns if c not in df.columns]
         if missing:
-            raise ValueError(f"reference curves {folder / entry['file']} lack the column(s) {', '.join(missing)} "
-                             f"(a curve file has: {', '.join(CURVE_COLUMNS)})")
-        frames.append(df[CURVE_COLUMNS].assign(protocol=entry["protocol"]))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS + ["protocol"])
+            raise ValueError(f"{what} {folder / entry['file']} lack the column(s) {', '.join(missing)} "
+                             f"(such a file has: {', '.join(columns)}{' and its metrics' if per_seed else ''})")
+        frames.append((df if per_seed else df[columns]).assign(protocol=entry["protocol"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns + ["protocol"])
+
+
+def load_curves(path: str | Path | None = None) -> pd.DataFrame:
+    """Every reference curve (seed mean and std), with the protocol of its file."""
+    return _curve_files(path, False, CURVE_COLUMNS, "reference curves")
 
 
 SEED_COLUMNS = ["benchmark", "method", "seed", "iteration"]
@@ -92,18 +98,7 @@ SEED_COLUMNS = ["benchmark", "method", "seed", "iteration"]
 def load_seed_curves(path: str | Path | None = None) -> pd.DataFrame:
     """Every reference curve seed by seed (the `per_seed` files of curves.yaml): columns benchmark,
     method, seed, iteration and one per metric; empty when the reference has none."""
-    folder, entries = curves_index(path)
-    frames = []
-    for entry in entries:
-        if not entry.get("per_seed"):
-            continue
-        df = pd.read_csv(folder / entry["file"])
-        missing = [c for c in SEED_COLUMNS if c not in df.columns]
-        if missing:
-            raise ValueError(f"per-seed reference curves {folder / entry['file']} lack the column(s) "
-                             f"{', '.join(missing)} (a per-seed file has: {', '.join(SEED_COLUMNS)} and its metrics)")
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SEED_COLUMNS)
+    return _curve_files(path, True, SEED_COLUMNS, "per-seed reference curves")
 
 
 def seed_table(seeds: pd.DataFrame, benchmark: str, method: str, metric: str) -> pd.DataFrame | None:
