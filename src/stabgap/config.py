@@ -206,6 +206,11 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"cost.machines.{name}.{key}: every rate must be > 0, got {m[key]}")
 
 
+def train_mem_mb(config: dict, benchmark: str) -> int:
+    """The host memory of a benchmark's training jobs: its own `mem_mb`, else compute.train_mem_mb."""
+    return config["benchmarks"][benchmark].get("mem_mb", config["compute"]["train_mem_mb"])
+
+
 def check_memory(config: dict) -> None:
     """A batch that cannot fit its training job's memory is refused before any job, with the number
     it would need (cost.job_memory_mb: activations of the batch, all runs of a batch job). Only for
@@ -225,7 +230,7 @@ def check_memory(config: dict) -> None:
         image, _ = dataset_facts(config["datasets"][bench["dataset"]])
         n_runs = config["compute"]["batch_runs"] if BENCHMARKS[name].batchable else 1
         need = job_memory_mb(run, image, max(1, n_runs))
-        have = bench.get("mem_mb", config["compute"]["train_mem_mb"])
+        have = train_mem_mb(config, name)
         where = f"benchmarks.{name}.mem_mb" if "mem_mb" in bench else "compute.train_mem_mb"
         for part, key in (("train", f"benchmarks.{name}.batch_size"), ("evaluation", "evaluation.batch_size")):
             if need[part] > have:

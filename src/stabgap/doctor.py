@@ -173,6 +173,7 @@ def job_need_mb(config: dict, benchmark: str, on_gpu: bool) -> float:
 def check_device(config: dict, cores: int) -> list[Check]:
     from .archs import get_arch
     from .benchmarks import get_benchmark
+    from .config import train_mem_mb
     from .planning import missing_cuda
 
     checks, device = [], config["compute"]["device"]
@@ -205,7 +206,7 @@ def check_device(config: dict, cores: int) -> list[Check]:
             where = f"the GPU's {have / 1024:.0f} GiB"
             todo = "lower compute.batch_runs or the batch size, or use a GPU with more memory"
         else:
-            have = config["benchmarks"][b].get("mem_mb", config["compute"]["train_mem_mb"])
+            have = train_mem_mb(config, b)
             where = f"the job's {have:,} MB (its mem_mb)"
             todo = "raise the benchmark's mem_mb (or compute.train_mem_mb), or lower the batch"
         status = "failure" if need > have else "warning" if need > 0.8 * have else "ok"
@@ -213,8 +214,7 @@ def check_device(config: dict, cores: int) -> list[Check]:
                             f"(batches, data, weights) against {where}", todo if status != "ok" else ""))
     host = host_memory_mb()
     slots = max(1, cores // config["compute"]["threads"])
-    cpu_jobs = [config["benchmarks"][b].get("mem_mb", config["compute"]["train_mem_mb"])
-                for b in config["benchmarks"] if b not in on_gpu]
+    cpu_jobs = [train_mem_mb(config, b) for b in config["benchmarks"] if b not in on_gpu]
     if cpu_jobs and math.isfinite(host):
         most = max(cpu_jobs) * min(slots, len(config["seeds"]) * len(config["methods"]))
         status = "warning" if most > host else "ok"

@@ -54,7 +54,7 @@ rule doctor:
         ENV
     threads: config["compute"]["threads"]
     resources:
-        mem_mb=max(train_mem_mb(b) for b in BENCHMARKS),
+        mem_mb=max(train_mem_mb(config, b) for b in BENCHMARKS),
         runtime=30,
         gpu=max(uses_gpu_bench(b) for b in BENCHMARKS),
     params:

@@ -18,6 +18,7 @@ from stabgap.config import (
     missing_raw_data,
     run_config,
     stream_config,
+    train_mem_mb,
     validate_schema,
 )
 from snakemake.io import report as report_item
@@ -163,13 +164,8 @@ def run_params(wildcards):
     return json.dumps(run, sort_keys=True)
 
 
-def train_mem_mb(bench):
-    """A benchmark's own memory for its training jobs, else the compute default."""
-    return config["benchmarks"][bench].get("mem_mb", config["compute"]["train_mem_mb"])
-
-
 def train_mem(wildcards):
-    return train_mem_mb(wildcards.benchmark)
+    return train_mem_mb(config, wildcards.benchmark)
 
 
 def train_runtime(wildcards):
@@ -229,7 +225,7 @@ def batch_resource(bench, key, members):
     another: on a GPU a batch takes less), both growing with retries like the per-run rule.
     """
     if key == "mem_mb":
-        base = train_mem_mb(bench)
+        base = train_mem_mb(config, bench)
         return lambda wildcards, attempt: retry_mem(base, attempt)
     v, s = members[0]
     base = runtime_minutes(config, run_config(config, bench, v, s), len(members))
