@@ -110,7 +110,8 @@ def raw_data_present(wildcards):
             "raw data missing (nothing was run):\n  " + "\n  ".join(missing)
         )
     if missing and wildcards.dataset not in _DATA_NOTED:
-        _DATA_NOTED.append(wildcards.dataset)  # once per dataset (planning asks more than once)
+        # once per dataset (planning asks more than once)
+        _DATA_NOTED.append(wildcards.dataset)
         print(
             "warning: raw data missing; a run would stop here until it is staged "
             "(docs/configuration.md, Data):\n  " + "\n  ".join(missing),
