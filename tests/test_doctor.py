@@ -3,6 +3,7 @@ files and a local download server, and the command's report and exit status."""
 
 import gzip
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -242,3 +243,21 @@ def test_the_command_names_every_missing_dataset_and_exits_1(tmp_path):
     for name in ("mnist", "cifar10", "cifar100", "miniimagenet"):
         assert f"| data | {name} | FAILURE |" in report, name
     assert "4 check(s) failed" in out.stderr
+
+
+def test_the_load_now_is_the_share_of_busy_cores_while_the_doctor_sleeps(tmp_path, monkeypatch):
+    """The 1-minute load average lags behind work that has just stopped; the doctor judges the load
+    from /proc/stat over half a second instead (idle and iowait are not busy)."""
+
+    class Stat:  # /proc/stat read twice: before and after the sleep
+        texts = iter(["cpu  100 0 100 800 50 0 0 0 0 0\ncpu0 1 2 3\n",
+                      "cpu  250 0 150 1000 100 0 0 0 0 0\ncpu0 1 2 3\n"])
+
+        def read_text(self):
+            return next(self.texts)
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    # busy 200 of 450 jiffies on 4 cores
+    assert D.cores_in_use(0.0, Stat()) == pytest.approx(200 / 450 * 4)
+    assert D.cpu_times("cpu  1 2 3 4 5 6 7 8 9 10\n") == (1 + 2 + 3 + 6 + 7 + 8, 36)
+    assert math.isnan(D.cores_in_use(0.0, tmp_path / "no-such-stat"))

@@ -529,15 +529,39 @@ def hms(seconds: float) -> str:
     return f"{h} h {rest // 60:02d} min" if h else f"{rest // 60} min {rest % 60:02d} s"
 
 
+def cpu_times(stat: str) -> tuple[int, int]:
+    """(busy, total) jiffies of all cores from the text of /proc/stat (idle and iowait are not busy)."""
+    fields = [int(v) for v in stat.splitlines()[0].split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return total - fields[3] - fields[4], total
+
+
+def cores_in_use(seconds: float = 0.5, stat: Path = Path("/proc/stat")) -> float:
+    """How many cores were busy over the next `seconds` while this process slept: the others' load
+    now. NaN where the kernel does not say (no /proc/stat)."""
+    try:
+        busy0, total0 = cpu_times(stat.read_text())
+        time.sleep(seconds)
+        busy1, total1 = cpu_times(stat.read_text())
+    except (OSError, ValueError, IndexError):
+        return math.nan
+    return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
+
+
 def check_speed(config: dict, cores: int) -> tuple[list[Check], dict]:
     from .config import experiment_runs, run_config
     from .cost import config_cost, machines
 
     checks = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    busy = load > 0.5 * (os.cpu_count() or 1)
+    in_use = cores_in_use()
+    # The 1-minute load average lags: just after other work has stopped it still reads high. Where
+    # the kernel says how busy the cores are now, that decides; elsewhere the load average does.
+    now = in_use if not math.isnan(in_use) else load
+    busy = now > 0.5 * (os.cpu_count() or 1)
     checks.append(Check("speed", "machine load", "warning" if busy else "ok",
                         f"load average {load:.2f} on {os.cpu_count()} cores" +
+                        ("" if math.isnan(in_use) else f", {in_use:.2f} cores in use by others now") +
                         (": busy, so the timings below are pessimistic" if busy else ""),
                         "time again on a quiet machine for a truer figure" if busy else ""))
     rates = {}
