@@ -521,7 +521,8 @@ def predict_wall(config: dict, rates: dict[str, dict], cores: int) -> dict:
     before = (footprint_bytes["canonical"] + footprint_bytes["streams"]) / 100e6 + 2 * STARTUP_S["cpu"]
     after = len(runs) * AFTER_S_PER_RUN / slots + AFTER_S
     return {"seconds": before + training + after, "training": training, "jobs": len(jobs), "runs": len(runs),
-            "slots": slots, "gpus": n_gpus, "serial_hours": sum(d for d, _ in jobs) / 3600}
+            "slots": slots, "gpus": n_gpus, "gpu_jobs": sum(g for _, g in jobs),
+            "serial_hours": sum(d for d, _ in jobs) / 3600}
 
 
 def hms(seconds: float) -> str:
@@ -578,8 +579,9 @@ def check_speed(config: dict, cores: int) -> tuple[list[Check], dict]:
                        for name in machines(config))
     checks.append(Check("speed", "predicted wall time", "ok",
                         f"{hms(wall['seconds'])} here for {wall['runs']} runs in {wall['jobs']} training jobs "
-                        f"({wall['slots']} job{'s' if wall['slots'] != 1 else ''} at a time with --cores {cores}, "
-                        f"a ResNet job holding one of {wall['gpus']} GPU(s); {wall['serial_hours']:.2f} h of training "
+                        f"({wall['slots']} job{'s' if wall['slots'] != 1 else ''} at a time with --cores {cores}"
+                        + (f", a job on a GPU holding one of {wall['gpus']}" if wall["gpu_jobs"] else "")
+                        + f"; {wall['serial_hours']:.2f} h of training "
                         f"one after another). The cost model's stored machines, one after another: {stored}"))
     return checks, {"rates": list(rates.values()), "wall": wall}
 
