@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import run_lock
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.slow  # every test here starts the real snakemake (the fast tier: -m "not slow")
@@ -91,7 +93,8 @@ def priorities(output: str) -> dict[str, list[int]]:
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny")
     cfg = write_config(work / "tiny.yaml", TINY)
-    out = snakemake(work, "--configfile", str(cfg), "--cores", "2")
+    with run_lock(tmp_path_factory, alone=False):  # made before the test's own lock is taken
+        out = snakemake(work, "--configfile", str(cfg), "--cores", "2")
     return work, cfg, out
 
 
